@@ -1,0 +1,1 @@
+//! The pure Flagsmith evaluation engine (see `../shared/spec/flagsmith-engine.md`).

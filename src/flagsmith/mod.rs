@@ -1,0 +1,3 @@
+//! Flagsmith Edge Proxy compatibility.
+
+pub mod engine;
