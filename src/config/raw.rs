@@ -108,7 +108,10 @@ impl<'de> Visitor<'de> for ScalarListVisitor {
 
 /// The whole file.
 #[derive(Default, Deserialize)]
-#[serde(rename_all = "camelCase", expecting = "a map with `projects` and `configuration`")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "a map with `projects` and `configuration`"
+)]
 pub(super) struct RawConfig {
     #[serde(default)]
     pub projects: Option<Vec<RawProject>>,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -91,7 +91,10 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+    )
 }
 
 /// CORS so browsers (the JS client) can call the SDK endpoints directly.
@@ -158,5 +161,9 @@ fn route_label(path: &str) -> &'static str {
         "/healthz",
         "/readyz",
     ];
-    ROUTES.iter().copied().find(|r| *r == path).unwrap_or("other")
+    ROUTES
+        .iter()
+        .copied()
+        .find(|r| *r == path)
+        .unwrap_or("other")
 }
