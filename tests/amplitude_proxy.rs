@@ -418,7 +418,7 @@ async fn syncs_deployments_and_flags_from_amplitude_with_retries_and_paging() {
         Some("Bearer management-key-1")
     );
     assert!(
-        listings.iter().any(|r| r.query.get("cursor").is_some()),
+        listings.iter().any(|r| r.query.contains_key("cursor")),
         "nextCursor is followed"
     );
     app.stop().await;
