@@ -16,7 +16,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("AMPLITUDE_PORT", "configuration.port"),
     ("AMPLITUDE_SERVER_ZONE", "configuration.serverZone"),
     ("AMPLITUDE_SERVER_URL", "configuration.serverUrl"),
-    ("AMPLITUDE_COHORT_SERVER_URL", "configuration.cohortServerUrl"),
+    (
+        "AMPLITUDE_COHORT_SERVER_URL",
+        "configuration.cohortServerUrl",
+    ),
     (
         "AMPLITUDE_MANAGEMENT_SERVER_URL",
         "configuration.managementServerUrl",
@@ -81,10 +84,16 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "AMPLITUDE_REDIS_READ_ONLY_URI",
         "configuration.redis.readOnlyUri",
     ),
-    ("AMPLITUDE_REDIS_USE_CLUSTER", "configuration.redis.useCluster"),
+    (
+        "AMPLITUDE_REDIS_USE_CLUSTER",
+        "configuration.redis.useCluster",
+    ),
     ("AMPLITUDE_REDIS_READ_FROM", "configuration.redis.readFrom"),
     ("AMPLITUDE_REDIS_PREFIX", "configuration.redis.prefix"),
-    ("AMPLITUDE_REDIS_SCAN_LIMIT", "configuration.redis.scanLimit"),
+    (
+        "AMPLITUDE_REDIS_SCAN_LIMIT",
+        "configuration.redis.scanLimit",
+    ),
     (
         "AMPLITUDE_REDIS_CONNECTION_TIMEOUT_MILLIS",
         "configuration.redis.connectionTimeoutMillis",

@@ -159,12 +159,10 @@ fn merge_file(figment: Figment, format: FileFormat, text: &str) -> Figment {
 }
 
 fn extract(figment: &Figment, file: &Path) -> Result<Value, ConfigError> {
-    figment
-        .extract::<Value>()
-        .map_err(|e| ConfigError::Parse {
-            path: file.to_path_buf(),
-            message: e.kind.to_string(),
-        })
+    figment.extract::<Value>().map_err(|e| ConfigError::Parse {
+        path: file.to_path_buf(),
+        message: e.kind.to_string(),
+    })
 }
 
 /// `PROXY_PROJECTS_FILE_PATH` names a separate file: its `projects` replace the config file's.
@@ -177,7 +175,10 @@ fn replace_projects(
         return Ok(());
     };
     let projects_tree = extract(&merge_file(Figment::new(), format, &text), projects_file)?;
-    let projects = projects_tree.get("projects").cloned().unwrap_or(Value::Null);
+    let projects = projects_tree
+        .get("projects")
+        .cloned()
+        .unwrap_or(Value::Null);
     if let Some(object) = tree.as_object_mut() {
         if object.get("projects").is_some_and(|p| !p.is_null()) {
             warnings.push(format!(

@@ -138,7 +138,12 @@ impl Ctx<'_> {
     }
 
     /// A base URL: path prefix kept, trailing slash dropped, no query or fragment.
-    fn base_url(&self, value: Option<&Scalar>, path: &str, default: &'static str) -> Result<ServerUrl> {
+    fn base_url(
+        &self,
+        value: Option<&Scalar>,
+        path: &str,
+        default: &'static str,
+    ) -> Result<ServerUrl> {
         let Some(mut url) = self.url(value, path)? else {
             return Ok(ServerUrl::from_static(default));
         };
@@ -249,7 +254,11 @@ fn host(value: Option<&Scalar>, ctx: &Ctx<'_>) -> Result<IpAddr> {
 
 fn jitter(value: Option<&Scalar>, ctx: &Ctx<'_>) -> Result<u8> {
     let path = "configuration.flagSyncJitterPercent";
-    let percent = ctx.number::<u8>(value, path, Configuration::default().flag_sync_jitter_percent)?;
+    let percent = ctx.number::<u8>(
+        value,
+        path,
+        Configuration::default().flag_sync_jitter_percent,
+    )?;
     if percent > 100 {
         return Err(ctx.err(path, "must be between 0 and 100"));
     }
@@ -299,7 +308,13 @@ fn cors(raw: RawCors, ctx: &Ctx<'_>) -> Result<CorsConfig> {
     let allowed_origins = items
         .iter()
         .enumerate()
-        .map(|(i, item)| origin(item, &format!("configuration.cors.allowedOrigins[{i}]"), ctx))
+        .map(|(i, item)| {
+            origin(
+                item,
+                &format!("configuration.cors.allowedOrigins[{i}]"),
+                ctx,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(CorsConfig { allowed_origins })
 }
@@ -309,7 +324,12 @@ fn origin(item: &Scalar, path: &str, ctx: &Ctx<'_>) -> Result<String> {
     if text == "*" {
         return Ok(text);
     }
-    let bad = || ctx.err(path, "must be * or an origin such as https://app.example.com");
+    let bad = || {
+        ctx.err(
+            path,
+            "must be * or an origin such as https://app.example.com",
+        )
+    };
     let url = Url::parse(&text).map_err(|_| bad())?;
     let origin_only = matches!(url.path(), "" | "/") && url.query().is_none();
     if !matches!(url.scheme(), "http" | "https") || !origin_only || url.fragment().is_some() {
@@ -489,8 +509,10 @@ fn project(i: usize, raw: RawProject, ctx: &mut Ctx<'_>) -> Result<ProjectConfig
     let base = format!("projects[{i}]");
     let api_key = ctx.secret(raw.api_key.as_ref(), &format!("{base}.apiKey"))?;
     let secret_key = ctx.secret(raw.secret_key.as_ref(), &format!("{base}.secretKey"))?;
-    let management_key =
-        ctx.secret(raw.management_key.as_ref(), &format!("{base}.managementKey"))?;
+    let management_key = ctx.secret(
+        raw.management_key.as_ref(),
+        &format!("{base}.managementKey"),
+    )?;
     let listed = raw.deployments.unwrap_or_default();
     let deployments = match (management_key, listed.is_empty()) {
         (Some(management_key), true) => DeploymentSource::Management { management_key },
@@ -514,7 +536,8 @@ fn project(i: usize, raw: RawProject, ctx: &mut Ctx<'_>) -> Result<ProjectConfig
         deployments,
     };
     if !project.is_local() {
-        let reason = "must be set (only a project whose deployments all have a flagsFile may omit it)";
+        let reason =
+            "must be set (only a project whose deployments all have a flagsFile may omit it)";
         if project.api_key.is_none() {
             return Err(ctx.err(&format!("{base}.apiKey"), reason));
         }
