@@ -888,3 +888,16 @@ fn example_config_with_optional_blocks_uncommented() {
     assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
     assert!(loaded.warnings[0].contains("flags/client.json does not exist"));
 }
+
+#[test]
+fn server_url_constructors_for_callers() {
+    let base = ServerUrl::parse_base("http://127.0.0.1:8080/prefix/").unwrap();
+    assert_eq!(
+        base.endpoint("/sdk/v2/flags").as_str(),
+        "http://127.0.0.1:8080/prefix/sdk/v2/flags"
+    );
+    assert!(ServerUrl::parse_base("http://x/?q=1").is_err());
+    let full = ServerUrl::parse_full("http://127.0.0.1:8080/2/httpapi?x=1").unwrap();
+    assert_eq!(full.url().as_str(), "http://127.0.0.1:8080/2/httpapi?x=1");
+    assert!(ServerUrl::parse_full("redis://x").is_err());
+}
