@@ -32,11 +32,12 @@
 //! - A path prefix in `serverUrl`, `cohortServerUrl` or `managementServerUrl` is kept
 //!   ([`ServerUrl::endpoint`]).
 //! - Invalid values stop start-up with a [`ConfigError`] naming the field or env var, instead of
-//!   silently falling back to defaults: unparsable numbers, zero intervals and capacities, port
-//!   0, bad URLs, a zone other than `US`/`EU` (case-insensitive; the reference treats anything
+//!   silently falling back to defaults: unparsable numbers, zero intervals and capacities, bad
+//!   URLs, a zone other than `US`/`EU` (case-insensitive; the reference treats anything
 //!   but exactly `EU` as US), booleans other than `true`/`false` (case-insensitive; the
-//!   reference reads anything else as false), `metrics.port` equal to `port`. Unknown fields
-//!   produce warnings, as do redis settings without `redis.uri` and missing `flagsFile`s.
+//!   reference reads anything else as false), `metrics.port` equal to `port` (unless both
+//!   are 0, "any free port", which tests use). Unknown fields produce warnings, as do redis
+//!   settings without `redis.uri` and missing `flagsFile`s.
 //! - Numbers may also be written as strings (`port: "3546"`); keys must be strings.
 //! - Secrets never appear in `Debug` output: keys are [`Secret`]s and Redis URIs print with
 //!   their password redacted.

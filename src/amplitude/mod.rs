@@ -1,4 +1,9 @@
 //! Everything Amplitude-specific outside the pure engine: upstream API clients, sync loops,
-//! and the compiled per-deployment snapshots the request path reads.
+//! the compiled per-deployment snapshots the request path reads, and the conversion of an SDK
+//! user into an evaluation context.
 
+pub mod context;
 pub mod engine;
+pub mod registry;
+pub mod sync;
+pub mod upstream;

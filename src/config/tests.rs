@@ -416,10 +416,6 @@ fn path_prefix_is_kept() {
 fn configuration_errors_name_their_field() {
     let cases: &[(&str, &str)] = &[
         (
-            "  port: 0\n",
-            "configuration.port: must be between 1 and 65535",
-        ),
-        (
             "  port: 70000\n",
             "configuration.port: number too large to fit in target type",
         ),
@@ -554,10 +550,6 @@ fn configuration_errors_name_their_field() {
         (
             "  redis:\n    uri: redis://x\n    pipelineBatchSize: 0\n",
             "configuration.redis.pipelineBatchSize: must be greater than 0",
-        ),
-        (
-            "  metrics:\n    port: 0\n",
-            "configuration.metrics.port: must be between 1 and 65535",
         ),
         (
             "  metrics:\n    path: /\n",
@@ -900,4 +892,11 @@ fn server_url_constructors_for_callers() {
     let full = ServerUrl::parse_full("http://127.0.0.1:8080/2/httpapi?x=1").unwrap();
     assert_eq!(full.url().as_str(), "http://127.0.0.1:8080/2/httpapi?x=1");
     assert!(ServerUrl::parse_full("redis://x").is_err());
+}
+
+#[test]
+fn port_zero_means_any_free_port() {
+    let yaml = format!("{PROJECT_YAML}configuration:\n  port: 0\n  metrics:\n    port: 0\n");
+    let c = load_yaml(&yaml).config.configuration;
+    assert_eq!((c.port, c.metrics.port), (0, 0));
 }

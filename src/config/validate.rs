@@ -89,12 +89,9 @@ impl Ctx<'_> {
         Ok(n)
     }
 
+    /// A TCP port; 0 asks the OS for any free port (what the black-box tests use).
     fn port(&self, value: Option<&Scalar>, path: &str, default: u16) -> Result<u16> {
-        let port = self.number::<u16>(value, path, default)?;
-        if port == 0 {
-            return Err(self.err(path, "must be between 1 and 65535"));
-        }
-        Ok(port)
+        self.number::<u16>(value, path, default)
     }
 
     fn boolean(&self, value: Option<&Scalar>, path: &str, default: bool) -> Result<bool> {
@@ -432,7 +429,7 @@ fn read_from(value: Option<&Scalar>, ctx: &Ctx<'_>) -> Result<ReadFrom> {
 fn metrics(raw: RawMetrics, ctx: &Ctx<'_>, main_port: u16) -> Result<MetricsConfig> {
     let d = MetricsConfig::default();
     let port = ctx.port(raw.port.as_ref(), "configuration.metrics.port", d.port)?;
-    if port == main_port {
+    if port == main_port && port != 0 {
         return Err(ctx.err(
             "configuration.metrics.port",
             format!("must differ from configuration.port (both are {port})"),

@@ -1,0 +1,131 @@
+//! Turns the user an SDK sends into the evaluation context the engine reads (spec §7.4).
+//!
+//! `{"user_id":..,"groups":{"org":["acme"]},"group_properties":{"org":{"acme":{..}}},..}`
+//! becomes `{"user":{"user_id":..,..},"groups":{"org":{"group_name":"acme","group_properties":{..}}}}`.
+
+use indexmap::IndexMap;
+
+use crate::amplitude::engine::Value;
+
+/// Builds the evaluation context from a user object. An empty user gives `{}` (no `user` key),
+/// as the reference does.
+///
+/// Groups: for each group type, the first group name is used (a plain string is accepted too).
+/// `group_properties[type][name]` and `group_cohort_ids[type][name]` are attached to the group
+/// when they are non-empty. `groups`, `group_properties` and `group_cohort_ids` are removed from
+/// the user, the rest of the user is kept verbatim.
+pub fn user_to_context(mut user: IndexMap<String, Value>) -> Value {
+    let mut context = IndexMap::with_capacity(2);
+    if user.is_empty() {
+        return Value::Object(context);
+    }
+    let groups = user.shift_remove("groups");
+    let properties = user.shift_remove("group_properties");
+    let cohort_ids = user.shift_remove("group_cohort_ids");
+    let groups = groups
+        .as_ref()
+        .map(|g| build_groups(g, properties.as_ref(), cohort_ids.as_ref()))
+        .unwrap_or_default();
+    context.insert("user".to_owned(), Value::Object(user));
+    if !groups.is_empty() {
+        context.insert("groups".to_owned(), Value::Object(groups));
+    }
+    Value::Object(context)
+}
+
+fn build_groups(
+    groups: &Value,
+    properties: Option<&Value>,
+    cohort_ids: Option<&Value>,
+) -> IndexMap<String, Value> {
+    let Value::Object(groups) = groups else {
+        return IndexMap::new();
+    };
+    let mut built = IndexMap::with_capacity(groups.len());
+    for (group_type, names) in groups {
+        let Some(name) = first_group_name(names) else {
+            continue;
+        };
+        let mut node = IndexMap::with_capacity(3);
+        node.insert("group_name".to_owned(), Value::String(name.to_owned()));
+        if let Some(props) = lookup(properties, group_type, name).filter(|v| non_empty_object(v)) {
+            node.insert("group_properties".to_owned(), props.clone());
+        }
+        if let Some(ids) = lookup(cohort_ids, group_type, name).filter(|v| non_empty_array(v)) {
+            node.insert("cohort_ids".to_owned(), ids.clone());
+        }
+        built.insert(group_type.clone(), Value::Object(node));
+    }
+    built
+}
+
+/// SDKs send `{"type": ["name", ..]}`; a bare string is accepted as the one name.
+fn first_group_name(names: &Value) -> Option<&str> {
+    match names {
+        Value::String(name) => Some(name),
+        Value::Array(names) => match names.first() {
+            Some(Value::String(name)) => Some(name),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `map[group_type][group_name]`.
+fn lookup<'a>(map: Option<&'a Value>, group_type: &str, name: &str) -> Option<&'a Value> {
+    map?.get(group_type)?.get(name)
+}
+
+fn non_empty_object(value: &Value) -> bool {
+    matches!(value, Value::Object(map) if !map.is_empty())
+}
+
+fn non_empty_array(value: &Value) -> bool {
+    matches!(value, Value::Array(items) if !items.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(json: &str) -> IndexMap<String, Value> {
+        match Value::from_json_slice(json.as_bytes()).unwrap() {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other:?}"),
+        }
+    }
+
+    fn context_json(user: &str) -> String {
+        user_to_context(object(user)).to_json_string()
+    }
+
+    #[test]
+    fn empty_user_gives_empty_context() {
+        assert_eq!(context_json("{}"), "{}");
+    }
+
+    #[test]
+    fn groups_move_out_of_the_user() {
+        let context = context_json(
+            r#"{"user_id":"u","groups":{"org":["acme","other"],"team":"core"},
+                "group_properties":{"org":{"acme":{"plan":"ent"}}},
+                "group_cohort_ids":{"org":{"acme":["c1"]}}}"#,
+        );
+        assert_eq!(
+            context,
+            r#"{"user":{"user_id":"u"},"groups":{"org":{"group_name":"acme","group_properties":{"plan":"ent"},"cohort_ids":["c1"]},"team":{"group_name":"core"}}}"#
+        );
+    }
+
+    #[test]
+    fn null_groups_and_non_string_names_are_skipped() {
+        assert_eq!(
+            context_json(r#"{"device_id":"d","groups":null,"group_properties":null}"#),
+            r#"{"user":{"device_id":"d"}}"#
+        );
+        assert_eq!(
+            context_json(r#"{"user_id":"u","groups":{"org":[1],"x":[]}}"#),
+            r#"{"user":{"user_id":"u"}}"#
+        );
+    }
+}

@@ -1,0 +1,168 @@
+//! The Amplitude SDK API: `/sdk/v2/flags` and the remote-evaluation (vardata) endpoints.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use indexmap::IndexMap;
+
+use super::error::ApiError;
+use super::request::{self, Query, TrackMode};
+use super::AppState;
+use crate::amplitude::context::user_to_context;
+use crate::amplitude::engine::Value;
+use crate::amplitude::registry::{DeploymentSnapshot, Lookup};
+use crate::metrics as m;
+
+/// Which result shape a vardata endpoint returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flavor {
+    /// Every flag that produced a variant, defaults included.
+    V2,
+    /// V2 without defaults and undeployed flags (spec §2.7).
+    V1,
+}
+
+/// Resolves the deployment key to its snapshot: 401 when missing or unknown, 503 while the
+/// deployment's flags have not loaded yet.
+fn snapshot(state: &AppState, headers: &HeaderMap) -> Result<Arc<DeploymentSnapshot>, ApiError> {
+    let key = request::deployment_key(headers).ok_or_else(ApiError::invalid_deployment)?;
+    match state.registry.lookup(key) {
+        Lookup::Ready(snapshot) => Ok(snapshot),
+        Lookup::Pending => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Flag configs for this deployment are not loaded yet",
+        )),
+        Lookup::Unknown => Err(ApiError::invalid_deployment()),
+    }
+}
+
+/// `GET /sdk/v2/flags`: the deployment's flag configs, pre-serialised (and pre-compressed).
+pub async fn get_flags(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let snapshot = snapshot(&state, &headers)?;
+    let mut response = if request::accepts_gzip(&headers) {
+        let mut response = snapshot.flags_json_gzip.clone().into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        response
+    } else {
+        snapshot.flags_json.clone().into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    Ok(response)
+}
+
+/// `GET /sdk/v2/vardata`.
+pub async fn get_vardata_v2(
+    state: State<AppState>,
+    headers: HeaderMap,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    evaluate_get(state, headers, query, Flavor::V2)
+}
+
+/// `GET /sdk/vardata` and `GET /v1/vardata`.
+pub async fn get_vardata_v1(
+    state: State<AppState>,
+    headers: HeaderMap,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
+    evaluate_get(state, headers, query, Flavor::V1)
+}
+
+/// `POST /sdk/v2/vardata`.
+pub async fn post_vardata_v2(
+    state: State<AppState>,
+    headers: HeaderMap,
+    query: RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    evaluate_post(state, headers, query, body, Flavor::V2)
+}
+
+/// `POST /sdk/vardata` and `POST /v1/vardata`.
+pub async fn post_vardata_v1(
+    state: State<AppState>,
+    headers: HeaderMap,
+    query: RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    evaluate_post(state, headers, query, body, Flavor::V1)
+}
+
+fn evaluate_get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    flavor: Flavor,
+) -> Result<Response, ApiError> {
+    let snapshot = snapshot(&state, &headers)?;
+    let query = Query::parse(query.as_deref());
+    let user = request::user_from_get(&headers, &query)?;
+    evaluate(&snapshot, &headers, &query, user, flavor)
+}
+
+fn evaluate_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+    flavor: Flavor,
+) -> Result<Response, ApiError> {
+    let snapshot = snapshot(&state, &headers)?;
+    let body =
+        body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+    let user = request::parse_user_object(&body, "request body")?;
+    let query = Query::parse(query.as_deref());
+    evaluate(&snapshot, &headers, &query, user, flavor)
+}
+
+/// Evaluates the deployment's flags for a user and writes the JSON result.
+fn evaluate(
+    snapshot: &DeploymentSnapshot,
+    headers: &HeaderMap,
+    query: &Query,
+    user: IndexMap<String, Value>,
+    flavor: Flavor,
+) -> Result<Response, ApiError> {
+    let flag_keys = request::flag_keys(headers, query)?;
+    // Parsed now so a malformed header is noticed; assignment tracking consumes it.
+    let _track = TrackMode::from_headers(headers);
+    let context = user_to_context(user);
+    metrics::counter!(m::EVALUATION).increment(1);
+    let results = snapshot
+        .flags
+        .evaluate(&context, &flag_keys)
+        .map_err(|error| {
+            metrics::counter!(m::EVALUATION_FAILURE).increment(1);
+            tracing::error!(%error, "evaluation failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("flag configuration error: {error}"),
+            )
+        })?;
+    let mut body = Vec::with_capacity(64 * results.len() + 2);
+    results.write_json(&mut body, flavor == Flavor::V1);
+    Ok(json_response(body))
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    let mut response = Bytes::from(body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,285 @@
+//! Reading what SDKs send: the deployment key, the user, the flag keys, the tracking mode.
+//!
+//! Unlike the reference proxy, every decoder here accepts both base64 alphabets (the JS and
+//! Python SDKs send URL-safe without padding, the JVM and Go SDKs standard with padding), and
+//! malformed input becomes a 400 with a reason instead of a 500.
+
+use axum::http::{header, HeaderMap};
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use indexmap::IndexMap;
+
+use super::error::ApiError;
+use crate::amplitude::engine::Value;
+
+/// Header carrying the base64 JSON user on GET requests.
+pub const USER_HEADER: &str = "x-amp-exp-user";
+/// Header carrying the base64 JSON array of flag keys.
+pub const FLAG_KEYS_HEADER: &str = "x-amp-exp-flag-keys";
+/// Header that turns assignment tracking off (`no-track`).
+pub const TRACK_HEADER: &str = "x-amp-exp-track";
+
+/// What an `X-Amp-Exp-Track` header asks for; kept for assignment tracking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackMode {
+    /// Track the assignment (the default).
+    Track,
+    /// Do not track.
+    NoTrack,
+    /// Do not track (the JS client's `read-only`).
+    ReadOnly,
+}
+
+impl TrackMode {
+    /// Reads the header; an absent or unrecognised value means [`TrackMode::Track`].
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        let value = headers.get(TRACK_HEADER).and_then(|v| v.to_str().ok());
+        match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            Some("no-track") => Self::NoTrack,
+            Some("read-only") => Self::ReadOnly,
+            _ => Self::Track,
+        }
+    }
+
+    /// Whether an assignment event should be recorded.
+    pub fn tracks(self) -> bool {
+        self == Self::Track
+    }
+}
+
+/// The key from `Authorization: Api-Key <key>` (scheme case-insensitive), if present and not
+/// empty.
+pub fn deployment_key(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("api-key") {
+        return None;
+    }
+    let key = key.trim();
+    (!key.is_empty()).then_some(key)
+}
+
+const BASE64_CONFIG: GeneralPurposeConfig =
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const STANDARD: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, BASE64_CONFIG);
+const URL_SAFE: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, BASE64_CONFIG);
+
+/// Decodes base64 in either alphabet, padded or not.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    if text.contains(['-', '_']) {
+        URL_SAFE.decode(text).ok()
+    } else {
+        STANDARD.decode(text).ok()
+    }
+}
+
+/// Parses a JSON object (the user); anything else is a 400 naming `what`.
+pub fn parse_user_object(bytes: &[u8], what: &str) -> Result<IndexMap<String, Value>, ApiError> {
+    match Value::from_json_slice(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "{what} must be a JSON object"
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "{what} is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// The user of a GET request: `X-Amp-Exp-User` if present, else the `context` query parameter,
+/// then `user_id` and `device_id` query parameters override those fields.
+pub fn user_from_get(
+    headers: &HeaderMap,
+    query: &Query,
+) -> Result<IndexMap<String, Value>, ApiError> {
+    let mut user = match headers.get(USER_HEADER) {
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("X-Amp-Exp-User is not valid base64"))?;
+            let json = decode_base64(text)
+                .ok_or_else(|| ApiError::bad_request("X-Amp-Exp-User is not valid base64"))?;
+            parse_user_object(&json, "X-Amp-Exp-User")?
+        }
+        None => match query.first("context") {
+            Some(context) => parse_user_object(context.as_bytes(), "query parameter context")?,
+            None => IndexMap::new(),
+        },
+    };
+    for field in ["user_id", "device_id"] {
+        if let Some(value) = query.first(field) {
+            user.insert(field.to_owned(), Value::String(value.to_owned()));
+        }
+    }
+    Ok(user)
+}
+
+/// The flag keys to evaluate: `X-Amp-Exp-Flag-Keys` (base64 JSON array of strings), else the
+/// comma-separated `flag_keys` or `flag_key` query parameter. Empty means all flags.
+pub fn flag_keys(headers: &HeaderMap, query: &Query) -> Result<Vec<String>, ApiError> {
+    if let Some(value) = headers.get(FLAG_KEYS_HEADER) {
+        let invalid = || {
+            ApiError::bad_request("X-Amp-Exp-Flag-Keys must be base64 of a JSON array of strings")
+        };
+        let text = value.to_str().map_err(|_| invalid())?;
+        let json = decode_base64(text).ok_or_else(invalid)?;
+        return serde_json::from_slice::<Vec<String>>(&json).map_err(|_| invalid());
+    }
+    let keys = query.first("flag_keys").or_else(|| query.first("flag_key"));
+    Ok(keys
+        .map(|keys| keys.split(',').map(|k| k.trim().to_owned()).collect())
+        .unwrap_or_default())
+}
+
+/// Whether the client accepts a gzip-encoded response (`Accept-Encoding` lists gzip with a
+/// non-zero quality, or `*`).
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    value.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let quality_zero = parts.any(|p| {
+            let p = p.trim();
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !quality_zero
+    })
+}
+
+/// Decoded query parameters, in order, repeated names kept.
+#[derive(Debug, Default)]
+pub struct Query(Vec<(String, String)>);
+
+impl Query {
+    /// Decodes a raw query string.
+    pub fn parse(raw: Option<&str>) -> Self {
+        let pairs = raw
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        Self(pairs)
+    }
+
+    /// The first value of a parameter, as the reference proxy reads it.
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn deployment_key_scheme_is_case_insensitive() {
+        assert_eq!(
+            deployment_key(&headers(&[("authorization", "Api-Key abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            deployment_key(&headers(&[("authorization", "api-key  abc ")])),
+            Some("abc")
+        );
+        assert_eq!(
+            deployment_key(&headers(&[("authorization", "Api-Key")])),
+            None
+        );
+        assert_eq!(
+            deployment_key(&headers(&[("authorization", "Api-Key ")])),
+            None
+        );
+        assert_eq!(
+            deployment_key(&headers(&[("authorization", "Bearer abc")])),
+            None
+        );
+        assert_eq!(deployment_key(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn both_base64_alphabets_padded_or_not() {
+        // ">>>?" encodes to "Pj4+Pw==" (standard) and "Pj4-Pw" (URL-safe, unpadded).
+        for text in ["Pj4+Pw==", "Pj4+Pw", "Pj4-Pw", "Pj4-Pw=="] {
+            assert_eq!(decode_base64(text).as_deref(), Some(&b">>>?"[..]), "{text}");
+        }
+        assert_eq!(decode_base64("not base64!"), None);
+    }
+
+    #[test]
+    fn query_user_overrides_context() {
+        let query = Query::parse(Some(
+            "context=%7B%22user_id%22%3A%22a%22%2C%22x%22%3A1%7D&user_id=b&device_id=d",
+        ));
+        let user = user_from_get(&HeaderMap::new(), &query).unwrap();
+        assert_eq!(
+            Value::Object(user).to_json_string(),
+            r#"{"user_id":"b","x":1,"device_id":"d"}"#
+        );
+    }
+
+    #[test]
+    fn flag_keys_from_header_or_query() {
+        let encoded = STANDARD.encode(br#"["a","b"]"#);
+        let from_header = flag_keys(
+            &headers(&[("x-amp-exp-flag-keys", &encoded)]),
+            &Query::default(),
+        );
+        assert_eq!(from_header.unwrap(), ["a", "b"]);
+        assert_eq!(
+            flag_keys(&HeaderMap::new(), &Query::parse(Some("flag_key=a,b"))).unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            flag_keys(&HeaderMap::new(), &Query::parse(Some("flag_keys=c"))).unwrap(),
+            ["c"]
+        );
+        assert!(flag_keys(
+            &headers(&[("x-amp-exp-flag-keys", "e30")]),
+            &Query::default()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn gzip_acceptance() {
+        assert!(accepts_gzip(&headers(&[(
+            "accept-encoding",
+            "gzip, deflate"
+        )])));
+        assert!(accepts_gzip(&headers(&[(
+            "accept-encoding",
+            "br;q=1, GZIP;q=0.5"
+        )])));
+        assert!(!accepts_gzip(&headers(&[("accept-encoding", "gzip;q=0")])));
+        assert!(!accepts_gzip(&headers(&[("accept-encoding", "identity")])));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn track_mode() {
+        assert_eq!(
+            TrackMode::from_headers(&headers(&[("x-amp-exp-track", "no-track")])),
+            TrackMode::NoTrack
+        );
+        assert_eq!(TrackMode::from_headers(&HeaderMap::new()), TrackMode::Track);
+    }
+}
