@@ -900,3 +900,11 @@ fn port_zero_means_any_free_port() {
     let c = load_yaml(&yaml).config.configuration;
     assert_eq!((c.port, c.metrics.port), (0, 0));
 }
+
+#[test]
+fn local_example_config_loads_without_warnings() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/local.yaml");
+    let loaded = Config::load_from(Some(&path), &HashMap::new()).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert!(loaded.config.projects[0].is_local());
+}
