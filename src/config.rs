@@ -31,12 +31,24 @@
 //! - `AMPLITUDE_METRICS_*` are read; env overrides the file per field.
 //! - A path prefix in `serverUrl`, `cohortServerUrl` or `managementServerUrl` is kept
 //!   ([`ServerUrl::endpoint`]).
-//! - Invalid values (unparsable numbers, zero intervals, bad URLs, unknown zone, non-boolean
-//!   booleans) stop start-up with a [`ConfigError`] naming the field or env var, instead of
-//!   silently falling back to defaults. Unknown fields produce warnings.
+//! - Invalid values stop start-up with a [`ConfigError`] naming the field or env var, instead of
+//!   silently falling back to defaults: unparsable numbers, zero intervals and capacities, bad
+//!   URLs, a zone other than `US`/`EU` (case-insensitive; the reference treats anything
+//!   but exactly `EU` as US), booleans other than `true`/`false` (case-insensitive; the
+//!   reference reads anything else as false), `metrics.port` equal to `port` (unless both
+//!   are 0, "any free port", which tests use). Unknown fields produce warnings, as do redis
+//!   settings without `redis.uri` and missing `flagsFile`s.
+//! - Numbers may also be written as strings (`port: "3546"`); keys must be strings.
 //! - Secrets never appear in `Debug` output: keys are [`Secret`]s and Redis URIs print with
 //!   their password redacted.
-//! - A project may list `deployments` (with optional `flagsFile`) instead of a `managementKey`.
+//! - A project may list `deployments` (with optional `flagsFile`) instead of a `managementKey`
+//!   (one or the other, not both; deployment keys unique across projects). When every
+//!   deployment has a `flagsFile` the project is local ([`ProjectConfig::is_local`]) and
+//!   `apiKey`/`secretKey` may be omitted; otherwise both are required. Deployments can only be
+//!   listed in a file, not through env.
+//! - Extensions, each with an env var: `host`, `shutdownGracePeriodMillis`,
+//!   `maxRequestBodyBytes`, `cors.allowedOrigins`, `logLevel`, `logFormat`,
+//!   `flagSyncJitterPercent`, `assignment.queueCapacity`.
 
 mod env;
 mod error;

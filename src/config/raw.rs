@@ -106,6 +106,50 @@ impl<'de> Visitor<'de> for ScalarListVisitor {
     }
 }
 
+/// Wraps a section so that it is accepted only as a map (derived structs also take sequences).
+struct MapOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_map(MapOnlyVisitor(std::marker::PhantomData))
+            .map(MapOnly)
+    }
+}
+
+struct MapOnlyVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for MapOnlyVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map))
+    }
+}
+
+/// An optional section that must be a map.
+fn section<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<MapOnly<T>>::deserialize(deserializer).map(|o| o.map(|m| m.0))
+}
+
+/// An optional list of sections that must be maps.
+fn sections<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<Vec<MapOnly<T>>>::deserialize(deserializer)
+        .map(|o| o.map(|list| list.into_iter().map(|m| m.0).collect()))
+}
+
 /// The whole file.
 #[derive(Default, Deserialize)]
 #[serde(
@@ -113,9 +157,9 @@ impl<'de> Visitor<'de> for ScalarListVisitor {
     expecting = "a map with `projects` and `configuration`"
 )]
 pub(super) struct RawConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sections")]
     pub projects: Option<Vec<RawProject>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "section")]
     pub configuration: Option<RawConfiguration>,
 }
 
@@ -129,7 +173,7 @@ pub(super) struct RawProject {
     pub secret_key: Option<Scalar>,
     #[serde(default)]
     pub management_key: Option<Scalar>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sections")]
     pub deployments: Option<Vec<RawDeployment>>,
 }
 
@@ -179,13 +223,13 @@ pub(super) struct RawConfiguration {
     pub log_level: Option<Scalar>,
     #[serde(default)]
     pub log_format: Option<Scalar>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "section")]
     pub cors: Option<RawCors>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "section")]
     pub assignment: Option<RawAssignment>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "section")]
     pub redis: Option<RawRedis>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "section")]
     pub metrics: Option<RawMetrics>,
 }
 

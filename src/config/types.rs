@@ -116,9 +116,30 @@ impl ServerZone {
 pub struct ServerUrl(Url);
 
 impl ServerUrl {
-    /// Wraps an already validated URL.
-    pub(super) fn new(url: Url) -> Self {
-        ServerUrl(url)
+    /// Parses a base URL (flags, cohort or management API): http(s) with a host, no query or
+    /// fragment; a path prefix is kept and its trailing slash dropped. The error message never
+    /// contains the URL (it may hold credentials).
+    pub fn parse_base(text: &str) -> Result<Self, String> {
+        let mut url = Self::parse_http(text)?;
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("must not contain a query or fragment".to_string());
+        }
+        let trimmed = url.path().trim_end_matches('/').to_string();
+        url.set_path(&trimmed);
+        Ok(ServerUrl(url))
+    }
+
+    /// Parses a full URL used verbatim (the analytics upload URL): http(s) with a host.
+    pub fn parse_full(text: &str) -> Result<Self, String> {
+        Self::parse_http(text).map(ServerUrl)
+    }
+
+    fn parse_http(text: &str) -> Result<Url, String> {
+        let url = Url::parse(text.trim()).map_err(|e| format!("invalid URL: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+            return Err("must be an http or https URL".to_string());
+        }
+        Ok(url)
     }
 
     /// Builds one of the zone default URLs (compile-time constants).

@@ -123,33 +123,18 @@ impl Ctx<'_> {
         }
     }
 
-    fn url(&self, value: Option<&Scalar>, path: &str) -> Result<Option<Url>> {
-        let Some(text) = self.string(value) else {
-            return Ok(None);
-        };
-        let url = Url::parse(&text).map_err(|e| self.err(path, format!("invalid URL: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
-            return Err(self.err(path, "must be an http or https URL"));
-        }
-        Ok(Some(url))
-    }
-
-    /// A base URL: path prefix kept, trailing slash dropped, no query or fragment.
-    fn base_url(
+    /// A server URL parsed with `parse` (one of the `ServerUrl` constructors), or the default.
+    fn server_url(
         &self,
         value: Option<&Scalar>,
         path: &str,
         default: &'static str,
+        parse: fn(&str) -> std::result::Result<ServerUrl, String>,
     ) -> Result<ServerUrl> {
-        let Some(mut url) = self.url(value, path)? else {
-            return Ok(ServerUrl::from_static(default));
-        };
-        if url.query().is_some() || url.fragment().is_some() {
-            return Err(self.err(path, "must not contain a query or fragment"));
+        match self.string(value) {
+            None => Ok(ServerUrl::from_static(default)),
+            Some(text) => parse(&text).map_err(|message| self.err(path, message)),
         }
-        let trimmed = url.path().trim_end_matches('/').to_string();
-        url.set_path(&trimmed);
-        Ok(ServerUrl::new(url))
     }
 }
 
@@ -162,30 +147,30 @@ fn configuration(raw: RawConfiguration, ctx: &mut Ctx<'_>) -> Result<Configurati
         host: host(raw.host.as_ref(), ctx)?,
         port,
         server_zone: zone,
-        server_url: ctx.base_url(
+        server_url: ctx.server_url(
             raw.server_url.as_ref(),
             "configuration.serverUrl",
             zone.server_url(),
+            ServerUrl::parse_base,
         )?,
-        cohort_server_url: ctx.base_url(
+        cohort_server_url: ctx.server_url(
             raw.cohort_server_url.as_ref(),
             "configuration.cohortServerUrl",
             zone.cohort_server_url(),
+            ServerUrl::parse_base,
         )?,
-        management_server_url: ctx.base_url(
+        management_server_url: ctx.server_url(
             raw.management_server_url.as_ref(),
             "configuration.managementServerUrl",
             zone.management_server_url(),
+            ServerUrl::parse_base,
         )?,
-        analytics_server_url: ctx
-            .url(
-                raw.analytics_server_url.as_ref(),
-                "configuration.analyticsServerUrl",
-            )?
-            .map_or_else(
-                || ServerUrl::from_static(zone.analytics_server_url()),
-                ServerUrl::new,
-            ),
+        analytics_server_url: ctx.server_url(
+            raw.analytics_server_url.as_ref(),
+            "configuration.analyticsServerUrl",
+            zone.analytics_server_url(),
+            ServerUrl::parse_full,
+        )?,
         deployment_sync_interval_millis: ctx.positive(
             raw.deployment_sync_interval_millis.as_ref(),
             "configuration.deploymentSyncIntervalMillis",
