@@ -12,10 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::ServiceExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::util::MapRequestLayer;
+use tower::Layer;
 
 use crate::amplitude::registry::Registry;
 use crate::amplitude::sync::{FlagSource, ProjectSource, SyncSettings, Syncer};
@@ -145,9 +148,14 @@ async fn serve(
     } = stopping;
     let drain = shutdown.clone();
     let main_server = tokio::spawn(
-        axum::serve(listener, main)
-            .with_graceful_shutdown(async move { drain.cancelled().await })
-            .into_future(),
+        axum::serve(
+            listener,
+            ServiceExt::<axum::extract::Request>::into_make_service(
+                MapRequestLayer::new(http::collapse_slashes).layer(main),
+            ),
+        )
+        .with_graceful_shutdown(async move { drain.cancelled().await })
+        .into_future(),
     );
     let drain = shutdown.clone();
     let metrics_server = tokio::spawn(

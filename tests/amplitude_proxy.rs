@@ -371,9 +371,13 @@ async fn syncs_deployments_and_flags_from_amplitude_with_retries_and_paging() {
     fake.set_page_size(1);
     fake.set_flags("client-deployment-aaaa1", &example_flags());
     fake.set_flags("client-deployment-bbbb2", "[]");
-    fake.fail_next("/api/1/deployments", &[500, 429]);
+    // 100 + 200 + 400 ms of retries: long enough to observe readiness before the first sync.
+    fake.fail_next("/api/1/deployments", &[500, 429, 503]);
     fake.fail_next("/sdk/v2/flags", &[502, 503]);
     let app = TestApp::spawn(&vendor_config(&fake), &[]).await;
+    let (status, body) = json_of(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(status, 503, "not ready before the first sync: {body}");
+    assert!(body["reasons"][0].as_str().unwrap().contains("deployments not fetched yet"), "{body}");
     app.wait_ready().await;
 
     let (status, results) = json_of(
