@@ -601,3 +601,69 @@ fn bucket(
     }
     Ok(seg.default.clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::amplitude::engine::parse_flags;
+
+    /// A realistic deployment: inclusions, a dependency segment, property targeting, a rollout.
+    pub(crate) fn deployment(n: usize) -> CompiledFlags {
+        let flags: Vec<String> = (0..n)
+            .map(|i| {
+                let deps = if i > 0 && i % 5 == 0 { format!(r#"["flag-{}"]"#, i - 1) } else { "[]".to_string() };
+                format!(
+                    r#"{{"key":"flag-{i}","dependencies":{deps},
+                    "metadata":{{"deployed":true,"evaluationMode":"local","flagType":"release","flagVersion":{i}}},
+                    "variants":{{"on":{{"key":"on","value":"on"}},"off":{{"key":"off","metadata":{{"default":true}}}}}},
+                    "segments":[
+                      {{"conditions":[[{{"selector":["context","user","user_id"],"op":"is","values":["u1","u2","u3"]}}]],
+                        "variant":"on","metadata":{{"segmentName":"individual-inclusions"}}}},
+                      {{"conditions":[[{{"selector":["result","flag-{p}","key"],"op":"is not","values":["on"]}}]],
+                        "variant":"off","metadata":{{"segmentName":"flag-dependencies"}}}},
+                      {{"conditions":[[{{"selector":["context","user","country"],"op":"is","values":["DE","FR"]}},
+                        {{"selector":["context","user","user_properties","plan"],"op":"contains","values":["pro"]}}],
+                        [{{"selector":["context","user","version"],"op":"version greater or equal","values":["2.1.0"]}}],
+                        [{{"selector":["context","user","cohort_ids"],"op":"set contains any","values":["c1","c2"]}}]],
+                        "bucket":{{"selector":["context","user","device_id"],"salt":"s{i}","allocations":[{{"range":[0,50],
+                        "distributions":[{{"variant":"on","range":[0,42949673]}}]}}]}},"variant":"off","metadata":{{"segmentName":"Segment 1"}}}},
+                      {{"bucket":{{"selector":["context","user","device_id"],"salt":"t{i}","allocations":[{{"range":[0,100],
+                        "distributions":[{{"variant":"on","range":[0,21474836]}},{{"variant":"off","range":[21474836,42949673]}}]}}]}},
+                        "metadata":{{"segmentName":"All Other Users"}}}}
+                    ]}}"#,
+                    p = i.saturating_sub(1)
+                )
+            })
+            .collect();
+        CompiledFlags::compile(parse_flags(format!("[{}]", flags.join(",")).as_bytes()).unwrap())
+    }
+
+    const CONTEXT: &str = r#"{"user":{"user_id":"someone","device_id":"d-123456","country":"US","version":"2.0.3",
+        "user_properties":{"plan":"basic","age":31},"cohort_ids":["c9"]},"groups":{}}"#;
+
+    #[test]
+    fn deployment_evaluates_every_flag() {
+        let compiled = deployment(50);
+        let ctx = Value::from_json_slice(CONTEXT.as_bytes()).unwrap();
+        let r = compiled.evaluate(&ctx, &[]).unwrap();
+        assert_eq!(r.len(), 50);
+        let sub = compiled.evaluate(&ctx, &["flag-10".to_string()]).unwrap();
+        let keys: Vec<&str> = sub.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["flag-9", "flag-10"]);
+    }
+
+    /// `cargo test --release --lib amplitude::engine::eval::tests::perf -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn perf_50_flags() {
+        let compiled = deployment(50);
+        let ctx = Value::from_json_slice(CONTEXT.as_bytes()).unwrap();
+        let iterations = 20_000;
+        let start = std::time::Instant::now();
+        for _ in 0..iterations {
+            std::hint::black_box(compiled.evaluate(std::hint::black_box(&ctx), &[]).unwrap());
+        }
+        let per = start.elapsed() / iterations;
+        println!("evaluate 50 flags: {per:?} per call");
+    }
+}

@@ -10,6 +10,7 @@ pub mod java;
 mod json;
 mod model;
 mod murmur;
+mod partial;
 mod regex_java;
 pub mod semver;
 mod topo;
@@ -22,6 +23,7 @@ pub use model::{
     Segment, Variant,
 };
 pub use murmur::murmur3_x86_32;
+pub use partial::{always_false, always_true, partial_evaluate, partial_evaluate_segment};
 pub use regex_java::JavaRegex;
 pub use topo::{sort_indices, topological_sort, CycleError};
 pub use value::{
