@@ -292,6 +292,12 @@ impl CompiledCondition {
         if self.lower.is_empty() {
             return false;
         }
+        if s.is_ascii() && self.lower.iter().all(|v| v.is_ascii()) {
+            return self
+                .lower
+                .iter()
+                .any(|v| ascii_icontains(s.as_bytes(), v.as_bytes()));
+        }
         let ls = s.to_lowercase();
         self.lower.iter().any(|v| ls.contains(v.as_str()))
     }
@@ -398,4 +404,12 @@ fn string_view(s: &str) -> (Option<Vec<String>>, Cow<'_, str>) {
         Some(list) => (Some(list), Cow::Borrowed("")),
         None => (None, Cow::Borrowed(s)),
     }
+}
+
+/// ASCII case-insensitive substring test (`needle` is already lowercase).
+fn ascii_icontains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
