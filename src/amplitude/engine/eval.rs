@@ -395,6 +395,13 @@ fn collect_cohorts(flags: &[Flag]) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
+impl Default for CompiledFlags {
+    /// No flags.
+    fn default() -> Self {
+        CompiledFlags::compile(Vec::new())
+    }
+}
+
 impl CompiledFlags {
     /// Compiles flags (kept in input order for re-serving).
     pub fn compile(flags: Vec<Flag>) -> CompiledFlags {
@@ -640,6 +647,75 @@ mod tests {
 
     const CONTEXT: &str = r#"{"user":{"user_id":"someone","device_id":"d-123456","country":"US","version":"2.0.3",
         "user_properties":{"plan":"basic","age":31},"cohort_ids":["c9"]},"groups":{}}"#;
+
+    fn one(flags: &str, ctx: &str) -> Result<String, EvaluationError> {
+        let compiled = CompiledFlags::compile(parse_flags(flags.as_bytes()).unwrap());
+        let r = compiled.evaluate(&Value::from_json_slice(ctx.as_bytes()).unwrap(), &[])?;
+        let mut out = Vec::new();
+        r.write_json(&mut out, false);
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn invalid_regex_fails_only_when_reached() {
+        let flags = r#"[{"key":"f","variants":{"on":{"key":"on"}},"segments":[{"conditions":[[
+            {"selector":["context","user","a"],"op":"is","values":["x"]},
+            {"selector":["context","user","a"],"op":"regex match","values":["("]}]],"variant":"on"}]}]"#;
+        assert_eq!(one(flags, r#"{"user":{"a":"y"}}"#).unwrap(), "{}");
+        let err = one(flags, r#"{"user":{"a":"x"}}"#).unwrap_err();
+        assert!(
+            matches!(err, EvaluationError::InvalidRegex { ref flag, ref pattern, .. } if flag == "f" && pattern == "(")
+        );
+    }
+
+    #[test]
+    fn short_range_fails_only_when_reached() {
+        let flags = r#"[{"key":"f","variants":{"on":{"key":"on"}},"segments":[{"bucket":{"selector":["context","id"],
+            "salt":"s","allocations":[{"range":[0],"distributions":[]}]},"variant":"on"}]}]"#;
+        assert_eq!(one(flags, r#"{}"#).unwrap(), r#"{"f":{"key":"on"}}"#);
+        assert!(matches!(
+            one(flags, r#"{"id":"x"}"#),
+            Err(EvaluationError::InvalidRange { .. })
+        ));
+    }
+
+    #[test]
+    fn metadata_merge_and_v1_filter() {
+        let flags = r#"[{"key":"f","metadata":{"a":1,"b":1},"variants":{"off":{"key":"off","metadata":{"default":true,"b":3}}},
+            "segments":[{"metadata":{"a":2,"s":"x"},"variant":"off"}]}]"#;
+        let compiled = CompiledFlags::compile(parse_flags(flags.as_bytes()).unwrap());
+        let r = compiled.evaluate(&Value::Null, &[]).unwrap();
+        let mut out = Vec::new();
+        r.write_json(&mut out, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"f":{"key":"off","metadata":{"a":2,"b":3,"s":"x","default":true}}}"#
+        );
+        let mut out = Vec::new();
+        r.write_json(&mut out, true);
+        assert_eq!(out, b"{}");
+    }
+
+    #[test]
+    fn cohort_ids_grouped() {
+        let flags = r#"[{"key":"f","variants":{},"segments":[{"conditions":[[
+            {"selector":["context","user","cohort_ids"],"op":"set contains any","values":["c1","c2"]},
+            {"selector":["context","groups","org","cohort_ids"],"op":"set does not contain any","values":["g1"]},
+            {"selector":["context","user","cohort_ids"],"op":"set contains","values":["ignored"]}]]}]}]"#;
+        let compiled = CompiledFlags::compile(parse_flags(flags.as_bytes()).unwrap());
+        let c = compiled.cohort_ids_by_group_type();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c["User"].iter().collect::<Vec<_>>(), ["c1", "c2"]);
+        assert_eq!(c["org"].iter().collect::<Vec<_>>(), ["g1"]);
+    }
+
+    #[test]
+    fn compiled_flags_are_shareable() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<CompiledFlags>();
+        assert_send_sync::<EvaluationResults>();
+        assert!(CompiledFlags::default().is_empty());
+    }
 
     #[test]
     fn deployment_evaluates_every_flag() {
