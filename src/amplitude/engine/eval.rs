@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use super::condition::{CompiledCondition, Op, Selected};
+use super::condition::{CompiledCondition, Op, PropView, RegexError, Selected};
 use super::model::{Flag, Segment};
 use super::murmur::murmur3_x86_32;
 use super::topo::{sort_indices, CycleError};
@@ -130,8 +130,8 @@ impl EvaluationResults {
 enum CompiledSelector {
     /// Always null (empty selector, unknown root, whole variant, whole result map).
     Null,
-    /// `["context", ...path]`.
-    Context(Vec<String>),
+    /// `["context", ...path]`, as an index into the interned context paths.
+    Context(usize),
     /// `["result", flag, field, ...rest]` with the flag resolved to a result slot.
     Result {
         slot: usize,
@@ -148,9 +148,15 @@ enum ResultField {
 }
 
 impl CompiledSelector {
-    fn new(sel: &[String], slots: &HashMap<String, usize>) -> CompiledSelector {
+    fn new(
+        sel: &[String],
+        slots: &HashMap<String, usize>,
+        paths: &mut PathInterner,
+    ) -> CompiledSelector {
         match sel.split_first() {
-            Some((root, rest)) if root == "context" => CompiledSelector::Context(rest.to_vec()),
+            Some((root, rest)) if root == "context" => {
+                CompiledSelector::Context(paths.intern(rest))
+            }
             Some((root, rest)) if root == "result" && rest.len() >= 2 => {
                 let Some(&slot) = slots.get(&rest[0]) else {
                     return CompiledSelector::Null;
@@ -171,17 +177,14 @@ impl CompiledSelector {
         }
     }
 
-    fn select<'a>(
+    fn select<'a: 'r, 'r>(
         &self,
-        context: &'a Value,
-        results: &'a [Option<Arc<EvaluatedVariant>>],
-    ) -> Selected<'a> {
+        ctx: &mut EvalContext<'a>,
+        results: &'r [Option<Arc<EvaluatedVariant>>],
+    ) -> Selected<'r> {
         match self {
             CompiledSelector::Null => Selected::Null,
-            CompiledSelector::Context(path) => match descend(context, path) {
-                Some(v) => Selected::Value(v),
-                None => Selected::Null,
-            },
+            CompiledSelector::Context(id) => ctx.selected(*id),
             CompiledSelector::Result { slot, field, rest } => {
                 let Some(Some(variant)) = results.get(*slot) else {
                     return Selected::Null;
@@ -223,6 +226,62 @@ fn descend<'a>(start: &'a Value, path: &[String]) -> Option<&'a Value> {
         }
     }
     (!cur.is_null()).then_some(cur)
+}
+
+/// Distinct context paths across all flags, so each is resolved once per evaluation.
+#[derive(Debug, Default)]
+struct PathInterner {
+    ids: HashMap<Vec<String>, usize>,
+    paths: Vec<Vec<String>>,
+}
+
+impl PathInterner {
+    fn intern(&mut self, path: &[String]) -> usize {
+        if let Some(&id) = self.ids.get(path) {
+            return id;
+        }
+        let id = self.paths.len();
+        self.paths.push(path.to_vec());
+        self.ids.insert(path.to_vec(), id);
+        id
+    }
+}
+
+type CacheEntry<'a> = (Selected<'a>, Option<PropView<'a>>);
+
+/// Per-evaluation memo of context selections and their coerced views.
+struct EvalContext<'a> {
+    context: &'a Value,
+    paths: &'a [Vec<String>],
+    cache: Vec<Option<CacheEntry<'a>>>,
+}
+
+impl<'a> EvalContext<'a> {
+    fn entry(&mut self, id: usize) -> Option<&mut CacheEntry<'a>> {
+        let (context, paths) = (self.context, self.paths);
+        let slot = self.cache.get_mut(id)?;
+        Some(slot.get_or_insert_with(|| {
+            let sel = match paths.get(id).and_then(|p| descend(context, p)) {
+                Some(v) => Selected::Value(v),
+                None => Selected::Null,
+            };
+            (sel, None)
+        }))
+    }
+
+    fn selected(&mut self, id: usize) -> Selected<'a> {
+        self.entry(id).map_or(Selected::Null, |e| e.0)
+    }
+
+    fn matches(&mut self, id: usize, cond: &CompiledCondition) -> Result<bool, RegexError> {
+        match self.entry(id) {
+            None => cond.matches(Selected::Null),
+            Some(entry) => {
+                let sel = entry.0;
+                cond.matches_view(entry.1.get_or_insert_with(|| PropView::of(sel)))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +332,7 @@ struct CFlag {
 pub struct CompiledFlags {
     flags: Vec<Flag>,
     compiled: Vec<CFlag>,
+    paths: Vec<Vec<String>>,
     slot_count: usize,
     all_order: Result<Vec<usize>, CycleError>,
     cohorts: BTreeMap<String, BTreeSet<String>>,
@@ -323,24 +383,29 @@ impl<'a> SegmentBuilder<'a> {
     }
 }
 
-fn compile_segment(flag: &Flag, segment: &Segment, slots: &HashMap<String, usize>) -> CSegment {
+fn compile_segment(
+    flag: &Flag,
+    segment: &Segment,
+    slots: &HashMap<String, usize>,
+    paths: &mut PathInterner,
+) -> CSegment {
     let mut b = SegmentBuilder {
         flag,
         segment,
         cache: HashMap::new(),
     };
-    let compile_cond = |c: &super::model::Condition| CCondition {
-        selector: CompiledSelector::new(&c.selector, slots),
+    let mut compile_cond = |c: &super::model::Condition| CCondition {
+        selector: CompiledSelector::new(&c.selector, slots, paths),
         cond: CompiledCondition::from_model(c),
     };
     let conditions = segment.conditions.as_ref().map(|groups| {
         groups
             .iter()
-            .map(|g| g.iter().map(compile_cond).collect())
+            .map(|g| g.iter().map(&mut compile_cond).collect())
             .collect()
     });
     let bucket = segment.bucket.as_ref().map(|bk| CBucket {
-        selector: CompiledSelector::new(&bk.selector, slots),
+        selector: CompiledSelector::new(&bk.selector, slots, paths),
         salt: bk.salt.clone(),
         allocations: bk
             .allocations
@@ -410,6 +475,7 @@ impl CompiledFlags {
             let n = slots.len();
             slots.entry(f.key.clone()).or_insert(n);
         }
+        let mut paths = PathInterner::default();
         let compiled = flags
             .iter()
             .map(|f| CFlag {
@@ -418,7 +484,7 @@ impl CompiledFlags {
                 segments: f
                     .segments
                     .iter()
-                    .map(|s| compile_segment(f, s, &slots))
+                    .map(|s| compile_segment(f, s, &slots, &mut paths))
                     .collect(),
             })
             .collect();
@@ -431,6 +497,7 @@ impl CompiledFlags {
         CompiledFlags {
             cohorts: collect_cohorts(&flags),
             slot_count: slots.len(),
+            paths: paths.paths,
             compiled,
             all_order,
             flags,
@@ -495,13 +562,18 @@ impl CompiledFlags {
         order: impl Iterator<Item = usize>,
     ) -> Result<EvaluationResults, EvaluationError> {
         let mut slots: Vec<Option<Arc<EvaluatedVariant>>> = vec![None; self.slot_count];
+        let mut ctx = EvalContext {
+            context,
+            paths: &self.paths,
+            cache: vec![None; self.paths.len()],
+        };
         let mut first_seen: Vec<usize> = Vec::new();
         let mut keys: Vec<Option<Arc<str>>> = vec![None; self.slot_count];
         for i in order {
             let Some(flag) = self.compiled.get(i) else {
                 continue;
             };
-            if let Some(result) = evaluate_flag(flag, context, &slots)? {
+            if let Some(result) = evaluate_flag(flag, &mut ctx, &slots)? {
                 if slots[flag.slot].is_none() {
                     first_seen.push(flag.slot);
                     keys[flag.slot] = Some(flag.key.clone());
@@ -519,16 +591,16 @@ impl CompiledFlags {
 
 fn evaluate_flag(
     flag: &CFlag,
-    context: &Value,
+    ctx: &mut EvalContext<'_>,
     results: &[Option<Arc<EvaluatedVariant>>],
 ) -> Result<Option<Arc<EvaluatedVariant>>, EvaluationError> {
     for seg in &flag.segments {
         if let Some(groups) = &seg.conditions {
-            if !match_groups(flag, groups, context, results)? {
+            if !match_groups(flag, groups, ctx, results)? {
                 continue;
             }
         }
-        if let Some(outcome) = bucket(flag, seg, context, results)? {
+        if let Some(outcome) = bucket(flag, seg, ctx, results)? {
             return Ok(Some(outcome));
         }
     }
@@ -538,20 +610,20 @@ fn evaluate_flag(
 fn match_groups(
     flag: &CFlag,
     groups: &[Vec<CCondition>],
-    context: &Value,
+    ctx: &mut EvalContext<'_>,
     results: &[Option<Arc<EvaluatedVariant>>],
 ) -> Result<bool, EvaluationError> {
     'groups: for group in groups {
         for c in group {
-            let prop = c.selector.select(context, results);
-            let ok = c
-                .cond
-                .matches(prop)
-                .map_err(|e| EvaluationError::InvalidRegex {
-                    flag: flag.key.to_string(),
-                    pattern: e.pattern,
-                    message: e.message,
-                })?;
+            let matched = match &c.selector {
+                CompiledSelector::Context(id) => ctx.matches(*id, &c.cond),
+                other => c.cond.matches(other.select(ctx, results)),
+            };
+            let ok = matched.map_err(|e| EvaluationError::InvalidRegex {
+                flag: flag.key.to_string(),
+                pattern: e.pattern,
+                message: e.message,
+            })?;
             if !ok {
                 continue 'groups;
             }
@@ -564,13 +636,13 @@ fn match_groups(
 fn bucket(
     flag: &CFlag,
     seg: &CSegment,
-    context: &Value,
+    ctx: &mut EvalContext<'_>,
     results: &[Option<Arc<EvaluatedVariant>>],
 ) -> Result<Outcome, EvaluationError> {
     let Some(bk) = &seg.bucket else {
         return Ok(seg.default.clone());
     };
-    let value = match bk.selector.select(context, results) {
+    let value = match bk.selector.select(ctx, results) {
         Selected::Null => None,
         Selected::Str(s) => Some(std::borrow::Cow::Borrowed(s)),
         Selected::Value(v) => coerce_string(v),
