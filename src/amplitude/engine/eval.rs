@@ -795,6 +795,21 @@ mod tests {
     }
 
     #[test]
+    fn result_selectors_see_merged_metadata_and_value() {
+        let flags = r#"[
+            {"key":"child","dependencies":["parent"],"variants":{"on":{"key":"on"}},"segments":[
+              {"conditions":[[{"selector":["result","parent","metadata","default"],"op":"is","values":["true"]},
+                              {"selector":["result","parent","value","n"],"op":"greater","values":["9"]},
+                              {"selector":["result","parent","payload"],"op":"is","values":["(none)"]}]],"variant":"on"}]},
+            {"key":"parent","variants":{"off":{"key":"off","value":{"n":10},"payload":"p","metadata":{"default":true}}},
+             "segments":[{"variant":"off"}]}]"#;
+        assert_eq!(
+            one(flags, "{}").unwrap(),
+            r#"{"parent":{"key":"off","value":{"n":10},"payload":"p","metadata":{"default":true}},"child":{"key":"on"}}"#
+        );
+    }
+
+    #[test]
     fn cohort_ids_grouped() {
         let flags = r#"[{"key":"f","variants":{},"segments":[{"conditions":[[
             {"selector":["context","user","cohort_ids"],"op":"set contains any","values":["c1","c2"]},
