@@ -1,0 +1,386 @@
+//! The Flagsmith environment document (`GET /api/v1/environment-document/`) and its
+//! mapping to an evaluation context, as the Python SDK mapper used by the Edge Proxy does:
+//! features by name, project segments keyed by id, identity overrides grouped into
+//! synthetic `identity_overrides` segments with priority −∞.
+
+use std::collections::HashMap;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{json, Map, Number, Value};
+
+use super::context::{
+    EnvironmentContext, EvaluationContext, FeatureContext, FeatureVariant, IdentityContext,
+    Priority, RuleType, SegmentCondition, SegmentContext, SegmentRule,
+};
+use super::python;
+
+/// The fields of an environment document that evaluation and the proxy use; all other
+/// fields are ignored.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EnvironmentDocument {
+    /// Client-side environment key; the engine's hashing key.
+    pub api_key: String,
+    /// Environment name.
+    pub name: String,
+    /// Last change, ISO-8601 (the proxy derives `If-Modified-Since` from it).
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    /// Project: segments and client-key filters.
+    pub project: DocProject,
+    /// Environment default feature states, in display order.
+    pub feature_states: Vec<DocFeatureState>,
+    /// Per-identity overrides (present when enabled upstream).
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub identity_overrides: Vec<IdentityOverride>,
+}
+
+/// The project part of the document.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DocProject {
+    /// Segments, in evaluation order.
+    pub segments: Vec<DocSegment>,
+    /// Client keys do not see disabled flags when true.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub hide_disabled_flags: bool,
+    /// Feature ids hidden from client keys.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub server_key_only_feature_ids: Vec<Value>,
+}
+
+/// A feature state (environment default, segment override or identity override).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DocFeatureState {
+    /// The feature.
+    pub feature: DocFeature,
+    /// Whether the flag is on.
+    pub enabled: bool,
+    /// The control value.
+    #[serde(default)]
+    pub feature_state_value: Value,
+    /// Database id; used as hashing key when truthy.
+    #[serde(default)]
+    pub django_id: Option<Value>,
+    /// Fallback hashing key.
+    #[serde(default)]
+    pub featurestate_uuid: Option<Value>,
+    /// `{"priority": n}` on segment overrides.
+    #[serde(default)]
+    pub feature_segment: Option<Map<String, Value>>,
+    /// Multivariate allocations.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub multivariate_feature_state_values: Vec<DocMultivariateValue>,
+}
+
+/// A feature's identity.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DocFeature {
+    /// Feature id (reported as flag metadata `id`).
+    pub id: Value,
+    /// Feature name.
+    pub name: String,
+    /// `STANDARD` or `MULTIVARIATE` (not used by the engine).
+    #[serde(rename = "type", default)]
+    pub feature_type: Option<String>,
+}
+
+/// One multivariate allocation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DocMultivariateValue {
+    /// Database id; the variant priority when truthy.
+    #[serde(default)]
+    pub id: Option<Value>,
+    /// UUID; its 128-bit value is the priority when `id` is not truthy.
+    #[serde(default)]
+    pub mv_fs_value_uuid: Option<String>,
+    /// Weight in percent.
+    pub percentage_allocation: Number,
+    /// The option chosen.
+    pub multivariate_feature_option: DocMultivariateOption,
+}
+
+/// A multivariate option.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DocMultivariateOption {
+    /// Its value.
+    #[serde(default)]
+    pub value: Value,
+    /// Optional variant key (newer documents).
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// A project segment.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DocSegment {
+    /// Segment id (becomes the segment key).
+    pub id: Value,
+    /// Segment name.
+    pub name: String,
+    /// Rules.
+    pub rules: Vec<DocRule>,
+    /// Segment overrides.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub feature_states: Vec<DocFeatureState>,
+}
+
+/// A segment rule in document form.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DocRule {
+    /// `ALL`, `ANY` or `NONE`.
+    #[serde(rename = "type")]
+    pub rule_type: RuleType,
+    /// Conditions.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub conditions: Vec<DocCondition>,
+    /// Nested rules.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub rules: Vec<DocRule>,
+}
+
+/// A condition in document form (note the legacy `property_` key).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DocCondition {
+    /// Operator name.
+    pub operator: String,
+    /// Property; null/missing for legacy percentage splits.
+    #[serde(default)]
+    pub property_: Option<String>,
+    /// Operand.
+    #[serde(default)]
+    pub value: Value,
+}
+
+/// Overrides for one identity.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct IdentityOverride {
+    /// The identity's identifier.
+    pub identifier: String,
+    /// Its overridden feature states.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub identity_features: Vec<DocFeatureState>,
+}
+
+/// A trait as sent to `POST /api/v1/identities/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trait {
+    /// Trait key.
+    pub trait_key: String,
+    /// Trait value (JSON scalar).
+    #[serde(default)]
+    pub trait_value: Value,
+}
+
+impl IdentityContext {
+    /// An identity from an identifier and a trait list (later duplicates win); the
+    /// hashing key is left to the engine (`"<environment key>_<identifier>"`).
+    pub fn from_traits(identifier: &str, traits: &[Trait]) -> IdentityContext {
+        let mut map = IndexMap::with_capacity(traits.len());
+        for t in traits {
+            map.insert(t.trait_key.clone(), t.trait_value.clone());
+        }
+        IdentityContext {
+            identifier: identifier.to_owned(),
+            key: None,
+            traits: map,
+        }
+    }
+}
+
+impl EnvironmentDocument {
+    /// Maps the document (plus an optional identifier and traits) to an evaluation
+    /// context, exactly like the SDK mapper the Edge Proxy uses.
+    pub fn to_context(&self, identity: Option<(&str, &[Trait])>) -> EvaluationContext {
+        let mut features = IndexMap::with_capacity(self.feature_states.len());
+        for fs in &self.feature_states {
+            features.insert(fs.feature.name.clone(), map_feature_state(fs));
+        }
+        let mut segments = IndexMap::with_capacity(self.project.segments.len());
+        for s in &self.project.segments {
+            let key = python::scalar_str(&s.id).unwrap_or_else(|| s.id.to_string());
+            let segment = SegmentContext {
+                key: key.clone(),
+                name: s.name.clone(),
+                rules: s.rules.iter().map(map_rule).collect(),
+                overrides: s.feature_states.iter().map(map_feature_state).collect(),
+                metadata: Some(json!({"id": s.id, "source": "api"})),
+            };
+            segments.insert(key, segment);
+        }
+        for (i, segment) in identity_override_segments(&self.identity_overrides)
+            .into_iter()
+            .enumerate()
+        {
+            segments.insert(format!("identity_overrides:{i}"), segment);
+        }
+        EvaluationContext {
+            environment: EnvironmentContext {
+                key: self.api_key.clone(),
+                name: self.name.clone(),
+            },
+            identity: identity.map(|(id, traits)| IdentityContext::from_traits(id, traits)),
+            segments: Some(segments),
+            features: Some(features),
+        }
+    }
+}
+
+fn map_feature_state(fs: &DocFeatureState) -> FeatureContext {
+    let key = match &fs.django_id {
+        Some(id) if python::truthy(id) => python::scalar_str(id),
+        _ => None,
+    }
+    .or_else(|| python::scalar_str(fs.featurestate_uuid.as_ref().unwrap_or(&Value::Null)))
+    .unwrap_or_else(|| "None".to_owned());
+    FeatureContext {
+        key,
+        name: fs.feature.name.clone(),
+        enabled: fs.enabled,
+        value: fs.feature_state_value.clone(),
+        variants: fs
+            .multivariate_feature_state_values
+            .iter()
+            .map(map_variant)
+            .collect(),
+        priority: fs
+            .feature_segment
+            .as_ref()
+            .filter(|m| !m.is_empty())
+            .and_then(|m| m.get("priority"))
+            .and_then(Value::as_number)
+            .map(Priority::from_number),
+        metadata: Some(json!({"id": fs.feature.id})),
+    }
+}
+
+fn map_variant(mv: &DocMultivariateValue) -> FeatureVariant {
+    let by_id = mv
+        .id
+        .as_ref()
+        .filter(|id| python::truthy(id))
+        .and_then(Value::as_number)
+        .map(Priority::from_number);
+    let priority = by_id.or_else(|| {
+        mv.mv_fs_value_uuid
+            .as_deref()
+            .and_then(uuid_value)
+            .map(Priority::from_u128)
+    });
+    FeatureVariant {
+        key: mv.multivariate_feature_option.key.clone(),
+        value: mv.multivariate_feature_option.value.clone(),
+        weight: mv.percentage_allocation.clone(),
+        priority,
+    }
+}
+
+/// Python `uuid.UUID(s).int`.
+fn uuid_value(s: &str) -> Option<u128> {
+    let hex = s.replace("urn:", "").replace("uuid:", "");
+    let hex = hex.trim_matches(|c| c == '{' || c == '}').replace('-', "");
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u128::from_str_radix(&hex, 16).ok()
+}
+
+fn map_rule(r: &DocRule) -> SegmentRule {
+    SegmentRule {
+        rule_type: r.rule_type,
+        conditions: r
+            .conditions
+            .iter()
+            .map(|c| SegmentCondition {
+                property: c.property_.clone().unwrap_or_default(),
+                operator: c.operator.clone(),
+                value: c.value.clone(),
+            })
+            .collect(),
+        rules: r.rules.iter().map(map_rule).collect(),
+    }
+}
+
+/// A Python-equality key for a value (`1 == 1.0 == True`), used to group identical
+/// override sets the way the reference's dict of tuples does.
+fn py_eq_key(v: &Value) -> String {
+    match v {
+        Value::Bool(b) => format!("n:{}", u8::from(*b)),
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => format!("n:{i}"),
+            (_, Some(u), _) => format!("n:{u}"),
+            (_, _, Some(f)) if f.fract() == 0.0 && f.abs() < 9.2e18 => format!("n:{}", f as i64),
+            _ => format!("f:{n}"),
+        },
+        other => format!("j:{other}"),
+    }
+}
+
+fn identity_override_segments(overrides: &[IdentityOverride]) -> Vec<SegmentContext> {
+    // Group identifiers by identical (sorted by name) override sets, first-seen order.
+    let mut groups: Vec<(Vec<&DocFeatureState>, Vec<Value>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for o in overrides {
+        if o.identity_features.is_empty() {
+            continue;
+        }
+        let mut states: Vec<&DocFeatureState> = o.identity_features.iter().collect();
+        states.sort_by(|a, b| a.feature.name.cmp(&b.feature.name));
+        let key: Vec<String> = states
+            .iter()
+            .map(|fs| {
+                let parts = [
+                    py_eq_key(&fs.feature.id),
+                    fs.feature.name.clone(),
+                    py_eq_key(&Value::Bool(fs.enabled)),
+                    py_eq_key(&fs.feature_state_value),
+                ];
+                serde_json::to_string(&parts).unwrap_or_default()
+            })
+            .collect();
+        let key = key.join("\u{0}");
+        let slot = *index.entry(key).or_insert_with(|| {
+            groups.push((states, Vec::new()));
+            groups.len() - 1
+        });
+        if let Some(group) = groups.get_mut(slot) {
+            group.1.push(Value::String(o.identifier.clone()));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(states, identifiers)| SegmentContext {
+            key: String::new(),
+            name: "identity_overrides".to_owned(),
+            rules: vec![SegmentRule {
+                rule_type: RuleType::All,
+                conditions: vec![SegmentCondition {
+                    property: "$.identity.identifier".to_owned(),
+                    operator: "IN".to_owned(),
+                    value: Value::Array(identifiers),
+                }],
+                rules: Vec::new(),
+            }],
+            overrides: states
+                .into_iter()
+                .map(|fs| FeatureContext {
+                    key: String::new(),
+                    name: fs.feature.name.clone(),
+                    enabled: fs.enabled,
+                    value: fs.feature_state_value.clone(),
+                    variants: Vec::new(),
+                    priority: Some(Priority::NEG_INFINITY),
+                    metadata: Some(json!({"id": fs.feature.id})),
+                })
+                .collect(),
+            metadata: Some(json!({"source": "identity_overrides"})),
+        })
+        .collect()
+}
+
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
