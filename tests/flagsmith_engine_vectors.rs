@@ -85,15 +85,36 @@ fn comment_stripping_respects_strings() {
 
 #[test]
 fn all_vectors_pass() {
-    let mut files: Vec<PathBuf> = fs::read_dir(vectors_dir())
-        .unwrap_or_else(|e| panic!("{}: {e}", vectors_dir().display()))
+    let files = case_files(&vectors_dir());
+    assert_eq!(files.len(), 199, "expected 199 vector files");
+    check_cases(&files);
+}
+
+/// Differential run against cases generated with the Python reference engine; only runs
+/// when `FLAGSMITH_DIFF_DIR` points at a directory of `{"context", "result"}` files.
+#[test]
+fn differential_cases_from_env() {
+    let Some(dir) = std::env::var_os("FLAGSMITH_DIFF_DIR") else {
+        return;
+    };
+    let files = case_files(Path::new(&dir));
+    assert!(!files.is_empty(), "no cases in {dir:?}");
+    check_cases(&files);
+}
+
+fn case_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json" || e == "jsonc"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 199, "expected 199 vector files");
+    files
+}
+
+fn check_cases(files: &[PathBuf]) {
     let mut failures = Vec::new();
-    for path in &files {
+    for path in files {
         let case = load(path);
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let ctx: EvaluationContext = match serde_json::from_value(case["context"].clone()) {

@@ -74,13 +74,15 @@ impl Accessor {
 
     /// True if resolving this accessor may need [`Source::json`].
     pub fn needs_json(&self) -> bool {
-        matches!(
-            self,
-            Accessor::Path {
-                path: PathKind::General(_),
-                ..
-            }
-        )
+        match self {
+            Accessor::Path { path, .. } => match path {
+                PathKind::General(_) => true,
+                PathKind::Names(names) => {
+                    matches!(names.first().map(String::as_str), Some("segments" | "features"))
+                }
+            },
+            _ => false,
+        }
     }
 
     /// The (coerced, except for [`Accessor::IdentityKeyRaw`]) context value.
@@ -267,5 +269,7 @@ mod tests {
         assert!(matches!(Accessor::compile("", true), Accessor::IdentityKeyRaw));
         assert!(matches!(Accessor::compile("", false), Accessor::Trait(_)));
         assert!(Accessor::compile("$.identity.traits[0]", false).needs_json());
+        assert!(Accessor::compile("$.features.f.value", false).needs_json());
+        assert!(!Accessor::compile("$.identity.traits.x", false).needs_json());
     }
 }

@@ -351,7 +351,8 @@ mod tests {
         assert!(check(json!("B"), "LESS_THAN", json!("a")));
         assert!(check(json!(2.5), "LESS_THAN_INCLUSIVE", json!("2.5")));
         assert!(check(json!(true), "GREATER_THAN", json!("false")));
-        assert!(!check(json!("abc"), "GREATER_THAN", Value::Null));
+        assert!(check(json!("abc"), "GREATER_THAN", Value::Null));
+        assert!(!check(json!("Abc"), "GREATER_THAN", Value::Null));
         assert!(check(json!("abc"), "NOT_EQUAL", Value::Null));
         assert!(check(json!("None"), "EQUAL", Value::Null));
     }
