@@ -242,14 +242,14 @@ mod tests {
     #[test]
     fn paths_resolve() {
         assert_eq!(get("$.environment.name"), ContextValue::Str("Dev".into()));
-        assert_eq!(get("$.identity.identifier"), ContextValue::Int(7));
+        assert_eq!(get("$.identity.identifier"), ContextValue::int(7));
         assert_eq!(get("$.identity"), ContextValue::None);
         assert_eq!(get("$.identity.traits"), ContextValue::None);
         assert_eq!(get("$.identity.traits.n"), ContextValue::Float(1.5));
-        assert_eq!(get("$.identity.traits['[$the.size$]']"), ContextValue::Int(3));
+        assert_eq!(get("$.identity.traits['[$the.size$]']"), ContextValue::int(3));
         assert_eq!(get("$.leads.to.nowhere"), ContextValue::None);
         assert_eq!(get("$.x"), ContextValue::Str("lit".into()));
-        assert_eq!(get("$.features.f.value"), ContextValue::Int(5));
+        assert_eq!(get("$.features.f.value"), ContextValue::int(5));
         assert_eq!(get("$.identity.traits.*"), ContextValue::Str("gold".into()));
         assert_eq!(get("$..plan"), ContextValue::Str("gold".into()));
         assert_eq!(get("plan"), ContextValue::Str("gold".into()));

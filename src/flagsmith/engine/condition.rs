@@ -185,7 +185,10 @@ fn modulo(parts: Option<(f64, f64)>, ctx: &ContextValue<'_>) -> bool {
         return false;
     };
     let x = match ctx {
-        ContextValue::Int(i) => *i as f64,
+        ContextValue::Int(i) => match i.to_f64() {
+            Some(f) => f,
+            None => return false,
+        },
         ContextValue::Float(f) => *f,
         ContextValue::Bool(b) => f64::from(u8::from(*b)),
         ContextValue::None | ContextValue::Str(_) => return false,
@@ -264,14 +267,9 @@ fn compare(op: CmpOp, operand: &Operand, ctx: &ContextValue<'_>) -> bool {
         }
         _ if op == CmpOp::Contains => return false,
         ContextValue::Bool(b) => Some(b.cmp(&operand.bool)),
-        ContextValue::Int(i) => match operand.int {
+        ContextValue::Int(i) => match &operand.int {
             None => return false,
-            Some(PyInt::Value(v)) => Some(i.cmp(&v)),
-            Some(PyInt::Overflow(negative)) => Some(if negative {
-                Ordering::Greater
-            } else {
-                Ordering::Less
-            }),
+            Some(v) => Some(i.compare(v)),
         },
         ContextValue::Float(f) => match operand.float {
             None => return false,

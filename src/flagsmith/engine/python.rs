@@ -4,6 +4,10 @@
 //! floored `%` all shape results (reason strings, hashing input, comparisons), so they are
 //! reproduced here exactly rather than approximated with Rust's defaults.
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::fmt;
+
 use serde_json::{Number, Value};
 
 /// Python `repr(float)` / `str(float)`: shortest round-trip digits, `.0` for integral
@@ -158,13 +162,76 @@ fn strip_underscores(s: &str) -> Option<String> {
     Some(s.replace('_', ""))
 }
 
-/// Result of Python `int(s)` where the value may not fit in an `i128`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A Python `int`: values that fit an `i128` inline, larger ones as canonical decimal
+/// digits (Python ints are unbounded; numeric-looking traits can be arbitrarily long).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PyInt {
     /// The exact value.
-    Value(i128),
-    /// A valid integer too large in magnitude for `i128`; `true` if negative.
-    Overflow(bool),
+    Small(i128),
+    /// A value outside `i128`: sign and digits without leading zeros.
+    Big {
+        /// True if negative.
+        negative: bool,
+        /// Decimal digits, no leading zeros.
+        digits: String,
+    },
+}
+
+impl PyInt {
+    /// From a sign and ASCII decimal digits (leading zeros allowed).
+    pub fn from_digits(negative: bool, digits: &str) -> PyInt {
+        let trimmed = digits.trim_start_matches('0');
+        let sign = if negative { "-" } else { "" };
+        match format!("{sign}{trimmed}").parse::<i128>() {
+            Ok(v) => PyInt::Small(v),
+            Err(_) if trimmed.is_empty() => PyInt::Small(0),
+            Err(_) => PyInt::Big {
+                negative,
+                digits: trimmed.to_owned(),
+            },
+        }
+    }
+
+    fn parts(&self) -> (bool, Cow<'_, str>) {
+        match self {
+            PyInt::Small(v) => (*v < 0, Cow::Owned(v.unsigned_abs().to_string())),
+            PyInt::Big { negative, digits } => (*negative, Cow::Borrowed(digits.as_str())),
+        }
+    }
+
+    /// Exact numeric ordering.
+    pub fn compare(&self, other: &PyInt) -> Ordering {
+        if let (PyInt::Small(a), PyInt::Small(b)) = (self, other) {
+            return a.cmp(b);
+        }
+        let ((na, da), (nb, db)) = (self.parts(), other.parts());
+        let magnitude = da.len().cmp(&db.len()).then_with(|| da.cmp(&db));
+        match (na, nb) {
+            (false, false) => magnitude,
+            (true, true) => magnitude.reverse(),
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+        }
+    }
+
+    /// Python `float(int)`; `None` where Python raises `OverflowError`.
+    pub fn to_f64(&self) -> Option<f64> {
+        match self {
+            PyInt::Small(v) => Some(*v as f64),
+            PyInt::Big { .. } => self.to_string().parse::<f64>().ok().filter(|f| f.is_finite()),
+        }
+    }
+}
+
+impl fmt::Display for PyInt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PyInt::Small(v) => write!(f, "{v}"),
+            PyInt::Big { negative, digits } => {
+                write!(f, "{}{digits}", if *negative { "-" } else { "" })
+            }
+        }
+    }
 }
 
 /// Python `int(s)` (base 10): whitespace, sign, `_` separators and Unicode digits allowed.
@@ -178,22 +245,7 @@ pub fn parse_int(s: &str) -> Option<PyInt> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let mut acc: i128 = 0;
-    for b in digits.bytes() {
-        let d = i128::from(b - b'0');
-        let next = acc.checked_mul(10).and_then(|v| {
-            if neg {
-                v.checked_sub(d)
-            } else {
-                v.checked_add(d)
-            }
-        });
-        match next {
-            Some(v) => acc = v,
-            None => return Some(PyInt::Overflow(neg)),
-        }
-    }
-    Some(PyInt::Value(acc))
+    Some(PyInt::from_digits(neg, digits))
 }
 
 /// Python `float(s)`: whitespace, sign, `_` separators, exponents, `inf`/`nan`,
@@ -261,13 +313,13 @@ mod tests {
 
     #[test]
     fn int_parsing_follows_python() {
-        assert_eq!(parse_int(" 7 "), Some(PyInt::Value(7)));
-        assert_eq!(parse_int("+7"), Some(PyInt::Value(7)));
-        assert_eq!(parse_int("1_0"), Some(PyInt::Value(10)));
-        assert_eq!(parse_int("007"), Some(PyInt::Value(7)));
-        assert_eq!(parse_int("-0"), Some(PyInt::Value(0)));
-        assert_eq!(parse_int("١٢"), Some(PyInt::Value(12)));
-        assert_eq!(parse_int("\u{3000}12\u{2003}"), Some(PyInt::Value(12)));
+        assert_eq!(parse_int(" 7 "), Some(PyInt::Small(7)));
+        assert_eq!(parse_int("+7"), Some(PyInt::Small(7)));
+        assert_eq!(parse_int("1_0"), Some(PyInt::Small(10)));
+        assert_eq!(parse_int("007"), Some(PyInt::Small(7)));
+        assert_eq!(parse_int("-0"), Some(PyInt::Small(0)));
+        assert_eq!(parse_int("١٢"), Some(PyInt::Small(12)));
+        assert_eq!(parse_int("\u{3000}12\u{2003}"), Some(PyInt::Small(12)));
         assert_eq!(parse_int("1.0"), None);
         assert_eq!(parse_int("1__0"), None);
         assert_eq!(parse_int("_1"), None);
@@ -278,8 +330,26 @@ mod tests {
         assert_eq!(parse_int("0x10"), None);
         assert_eq!(
             parse_int("-1000000000000000000000000000000000000000000"),
-            Some(PyInt::Overflow(true))
+            Some(PyInt::Big {
+                negative: true,
+                digits: format!("1{}", "0".repeat(42))
+            })
         );
+        assert_eq!(parse_int("-000"), Some(PyInt::Small(0)));
+    }
+
+    #[test]
+    fn big_ints_compare_and_print() {
+        let big = PyInt::from_digits(false, &format!("00{}", "9".repeat(50)));
+        let neg_big = PyInt::from_digits(true, &"9".repeat(50));
+        assert_eq!(big.to_string(), "9".repeat(50));
+        assert_eq!(big.compare(&PyInt::Small(i128::MAX)), Ordering::Greater);
+        assert_eq!(neg_big.compare(&PyInt::Small(i128::MIN)), Ordering::Less);
+        assert_eq!(neg_big.compare(&big), Ordering::Less);
+        assert_eq!(big.compare(&big.clone()), Ordering::Equal);
+        assert_eq!(big.to_f64(), Some(1e50));
+        assert_eq!(PyInt::from_digits(false, &"9".repeat(400)).to_f64(), None);
+        assert_eq!(PyInt::from_digits(true, "0"), PyInt::Small(0));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
-use super::python;
+use super::python::{self, PyInt};
 
 /// A coerced context value (Python `None | bool | int | float | str`).
 #[derive(Debug, Clone, PartialEq)]
@@ -15,7 +15,7 @@ pub enum ContextValue<'a> {
     /// A boolean.
     Bool(bool),
     /// An integer.
-    Int(i128),
+    Int(PyInt),
     /// A float.
     Float(f64),
     /// A string.
@@ -32,9 +32,9 @@ impl<'a> ContextValue<'a> {
             Value::Bool(b) => ContextValue::Bool(*b),
             Value::Number(n) => {
                 if let Some(i) = n.as_i64() {
-                    ContextValue::Int(i128::from(i))
+                    ContextValue::Int(PyInt::Small(i128::from(i)))
                 } else if let Some(u) = n.as_u64() {
-                    ContextValue::Int(i128::from(u))
+                    ContextValue::Int(PyInt::Small(i128::from(u)))
                 } else {
                     ContextValue::Float(n.as_f64().unwrap_or(f64::NAN))
                 }
@@ -44,15 +44,12 @@ impl<'a> ContextValue<'a> {
         }
     }
 
-    /// Coercion of a string (see [`ContextValue::coerce`]). Integers too large for `i128`
-    /// stay strings (the reference has unbounded ints).
+    /// Coercion of a string (see [`ContextValue::coerce`]).
     pub fn coerce_str(s: &'a str) -> Self {
         let digits = s.strip_prefix('-').unwrap_or(s);
         let all_digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
         if all_digits(digits) {
-            if let Ok(i) = s.parse::<i128>() {
-                return ContextValue::Int(i);
-            }
+            return ContextValue::Int(PyInt::from_digits(s.starts_with('-'), digits));
         } else if let Some((int, frac)) = digits.split_once('.') {
             if all_digits(int) && all_digits(frac) {
                 if let Ok(f) = s.parse::<f64>() {
@@ -61,6 +58,12 @@ impl<'a> ContextValue<'a> {
             }
         }
         ContextValue::Str(Cow::Borrowed(s))
+    }
+
+    /// A small integer value.
+    #[cfg(test)]
+    pub fn int(v: i128) -> Self {
+        ContextValue::Int(PyInt::Small(v))
     }
 
     /// True for `None`.
@@ -97,22 +100,28 @@ mod tests {
 
     #[test]
     fn coercion_of_strings() {
-        assert_eq!(c(json!("007")), ContextValue::Int(7));
-        assert_eq!(c(json!("-0")), ContextValue::Int(0));
+        assert_eq!(c(json!("007")), ContextValue::int(7));
+        assert_eq!(c(json!("-0")), ContextValue::int(0));
         assert_eq!(c(json!("1.50")), ContextValue::Float(1.5));
         assert_eq!(c(json!("-2.5")), ContextValue::Float(-2.5));
         for s in ["+5", "1e5", " 7", "１２", "1.", ".5", "-", "", "1.2.3", "abc"] {
             assert_eq!(c(json!(s)), ContextValue::Str(Cow::Owned(s.to_owned())), "{s}");
         }
         let huge = "1".repeat(45);
-        assert_eq!(c(json!(huge)), ContextValue::Str(Cow::Owned(huge.clone())));
+        assert_eq!(
+            c(json!(format!("-0{huge}"))),
+            ContextValue::Int(PyInt::Big {
+                negative: true,
+                digits: huge
+            })
+        );
     }
 
     #[test]
     fn coercion_keeps_scalars() {
         assert_eq!(c(json!(true)), ContextValue::Bool(true));
-        assert_eq!(c(json!(3)), ContextValue::Int(3));
-        assert_eq!(c(json!(u64::MAX)), ContextValue::Int(i128::from(u64::MAX)));
+        assert_eq!(c(json!(3)), ContextValue::int(3));
+        assert_eq!(c(json!(u64::MAX)), ContextValue::int(i128::from(u64::MAX)));
         assert_eq!(c(json!(1.0)), ContextValue::Float(1.0));
         assert_eq!(c(Value::Null), ContextValue::None);
     }
@@ -121,6 +130,6 @@ mod tests {
     fn python_str() {
         assert_eq!(ContextValue::Bool(false).py_str(), "False");
         assert_eq!(ContextValue::Float(1.0).py_str(), "1.0");
-        assert_eq!(ContextValue::Int(-3).py_str(), "-3");
+        assert_eq!(ContextValue::int(-3).py_str(), "-3");
     }
 }
