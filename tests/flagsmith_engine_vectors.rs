@@ -4,7 +4,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use evaluation_proxy::flagsmith::engine::{get_evaluation_result, EvaluationContext};
+use evaluation_proxy::flagsmith::engine::{
+    get_evaluation_result, CompiledContext, EnvironmentDocument, EvaluationContext,
+    IdentityContext, Trait,
+};
 use serde_json::Value;
 
 fn vectors_dir() -> PathBuf {
@@ -100,6 +103,39 @@ fn differential_cases_from_env() {
     let files = case_files(Path::new(&dir));
     assert!(!files.is_empty(), "no cases in {dir:?}");
     check_cases(&files);
+}
+
+/// Differential run of the environment-document mapper: files `{"document", "identity":
+/// null | {"identifier", "traits": [Trait…]}, "result"}` produced with the Python SDK
+/// mapper + reference engine; only runs when `FLAGSMITH_DOC_DIFF_DIR` is set.
+#[test]
+fn document_differential_from_env() {
+    let Some(dir) = std::env::var_os("FLAGSMITH_DOC_DIFF_DIR") else {
+        return;
+    };
+    let files = case_files(Path::new(&dir));
+    assert!(!files.is_empty(), "no cases in {dir:?}");
+    let mut failures = Vec::new();
+    for path in &files {
+        let case = load(path);
+        let doc: EnvironmentDocument = serde_json::from_value(case["document"].clone())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let compiled = CompiledContext::new(&doc.to_context(None));
+        let identity = (!case["identity"].is_null()).then(|| {
+            let traits: Vec<Trait> =
+                serde_json::from_value(case["identity"]["traits"].clone()).unwrap();
+            IdentityContext::from_traits(case["identity"]["identifier"].as_str().unwrap(), &traits)
+        });
+        let got = serde_json::to_value(compiled.evaluate(identity.as_ref())).unwrap();
+        if got != case["result"] {
+            failures.push(format!(
+                "{}:\n  want {}\n  got  {got}",
+                path.display(),
+                case["result"]
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 fn case_files(dir: &Path) -> Vec<PathBuf> {
