@@ -204,8 +204,8 @@ fn compile_regex(pattern: &str) -> Option<fancy_regex::Regex> {
     fancy_regex::Regex::new(&format!("\\A(?:{translated})")).ok()
 }
 
-/// Rewrites the Python-only anchors: `\Z` (end of text) and `$` (end, or before a final
-/// newline), outside character classes.
+/// Rewrites the Python-only anchors outside character classes: `\Z` (end of text) and
+/// `$` (end, or before a final newline).
 fn translate_regex(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len() + 8);
     let mut chars = pattern.chars().peekable();
@@ -236,7 +236,9 @@ fn translate_regex(pattern: &str) -> String {
                 in_class = false;
                 out.push(']');
             }
-            '$' if !in_class => out.push_str("(?:$|(?=\\n\\z))"),
+            // No lookahead, so patterns stay on the linear-time engine; only a `$` that is
+            // followed by more pattern (e.g. `a$\n`) can behave differently.
+            '$' if !in_class => out.push_str("(?:$|\\n\\z)"),
             other => out.push(other),
         }
     }
@@ -426,6 +428,11 @@ mod tests {
         assert!(check(json!("foo"), "REGEX", json!("(?i)FOO")));
         assert!(check(json!("aa"), "REGEX", json!("(a)\\1")));
         assert!(!check(Value::Null, "REGEX", json!(".*")));
+        assert!(check(json!("a\nb"), "REGEX", json!("(?m)a$")));
+        let evil = format!("{}b", "a".repeat(40));
+        let started = std::time::Instant::now();
+        assert!(!check(json!(evil), "REGEX", json!("(a+)+$")));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

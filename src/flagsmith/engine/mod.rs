@@ -21,6 +21,8 @@ mod condition;
 mod context;
 mod document;
 mod hashing;
+#[cfg(test)]
+mod proptests;
 mod python;
 mod result;
 mod semver;
