@@ -135,7 +135,12 @@ fn document_differential_from_env() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn case_files(dir: &Path) -> Vec<PathBuf> {
@@ -164,9 +169,7 @@ fn check_cases(files: &[PathBuf]) {
         let want = &case["result"];
         // Map equality ignores key order for `flags`; `segments` is an ordered list.
         if &got != want {
-            failures.push(format!(
-                "{name}:\n  want {want}\n  got  {got}"
-            ));
+            failures.push(format!("{name}:\n  want {want}\n  got  {got}"));
         }
     }
     assert!(

@@ -30,10 +30,44 @@ pub enum Accessor {
 /// A compiled JSONPath.
 #[derive(Debug, Clone)]
 pub enum PathKind {
-    /// A singular path made of member names only, resolved without building JSON.
-    Names(Vec<String>),
+    /// A singular path of member names, resolved without building JSON.
+    Names(NamePath),
     /// Any other path, evaluated on the JSON form of the context.
     General(Box<JsonPath>),
+}
+
+/// What a singular member-name path points at.
+#[derive(Debug, Clone)]
+pub enum NamePath {
+    /// `$.environment.key`
+    EnvironmentKey,
+    /// `$.environment.name`
+    EnvironmentName,
+    /// `$.identity.identifier`
+    Identifier,
+    /// `$.identity.key` (enriched)
+    IdentityKey,
+    /// `$.identity.traits.<name>`
+    Trait(String),
+    /// `$.segments…` / `$.features…`: walked on the JSON view.
+    Json(Vec<String>),
+    /// Objects (`$.identity`, `$.environment`, …), children of scalars, unknown members.
+    Nothing,
+}
+
+impl NamePath {
+    fn new(names: Vec<String>) -> NamePath {
+        let parts: Vec<&str> = names.iter().map(String::as_str).collect();
+        match parts.as_slice() {
+            ["environment", "key"] => NamePath::EnvironmentKey,
+            ["environment", "name"] => NamePath::EnvironmentName,
+            ["identity", "identifier"] => NamePath::Identifier,
+            ["identity", "key"] => NamePath::IdentityKey,
+            ["identity", "traits", name] => NamePath::Trait((*name).to_owned()),
+            ["segments", ..] | ["features", ..] => NamePath::Json(names),
+            _ => NamePath::Nothing,
+        }
+    }
 }
 
 /// What an accessor can read: the evaluation's environment and (enriched) identity, plus
@@ -65,7 +99,7 @@ impl Accessor {
             Ok(path) => Accessor::Path {
                 raw: property.to_owned(),
                 path: match simple_names(property) {
-                    Some(names) => PathKind::Names(names),
+                    Some(names) => PathKind::Names(NamePath::new(names)),
                     None => PathKind::General(Box::new(path)),
                 },
             },
@@ -77,9 +111,7 @@ impl Accessor {
         match self {
             Accessor::Path { path, .. } => match path {
                 PathKind::General(_) => true,
-                PathKind::Names(names) => {
-                    matches!(names.first().map(String::as_str), Some("segments" | "features"))
-                }
+                PathKind::Names(names) => matches!(names, NamePath::Json(_)),
             },
             _ => false,
         }
@@ -118,35 +150,29 @@ fn scalar(v: &Value) -> ContextValue<'_> {
     }
 }
 
-fn resolve_names<'s, S: Source>(names: &[String], src: &'s S) -> ContextValue<'s> {
-    let str_value = |s: &'s str| ContextValue::coerce_str(s);
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    match names.as_slice() {
-        ["environment", "key"] => str_value(src.environment_key()),
-        ["environment", "name"] => str_value(src.environment_name()),
-        ["identity", "identifier"] => src
-            .identity()
-            .map_or(ContextValue::None, |(id, _)| str_value(id)),
-        ["identity", "key"] => src
-            .identity()
-            .map_or(ContextValue::None, |(_, key)| str_value(key)),
-        ["identity", "traits", name] => match src.identity() {
-            Some(_) => src
-                .trait_value(name)
-                .map_or(ContextValue::None, scalar),
+fn resolve_names<'s, S: Source>(path: &NamePath, src: &'s S) -> ContextValue<'s> {
+    let identity = src.identity();
+    match path {
+        NamePath::EnvironmentKey => ContextValue::coerce_str(src.environment_key()),
+        NamePath::EnvironmentName => ContextValue::coerce_str(src.environment_name()),
+        NamePath::Identifier => {
+            identity.map_or(ContextValue::None, |(id, _)| ContextValue::coerce_str(id))
+        }
+        NamePath::IdentityKey => {
+            identity.map_or(ContextValue::None, |(_, key)| ContextValue::coerce_str(key))
+        }
+        NamePath::Trait(name) => match identity {
+            Some(_) => src.trait_value(name).map_or(ContextValue::None, scalar),
             None => ContextValue::None,
         },
-        ["segments", ..] | ["features", ..] => {
-            // Rare: read the JSON view like a general path would.
+        NamePath::Json(names) => {
             let mut node = Some(src.json());
-            for name in &names {
-                node = node.and_then(|n| n.get(*name));
+            for name in names {
+                node = node.and_then(|n| n.get(name.as_str()));
             }
             node.map_or(ContextValue::None, scalar)
         }
-        // Objects (`$.identity`, `$.identity.traits`, `$.environment`), children of
-        // scalars and unknown members are never scalar values.
-        _ => ContextValue::None,
+        NamePath::Nothing => ContextValue::None,
     }
 }
 
@@ -246,7 +272,10 @@ mod tests {
         assert_eq!(get("$.identity"), ContextValue::None);
         assert_eq!(get("$.identity.traits"), ContextValue::None);
         assert_eq!(get("$.identity.traits.n"), ContextValue::Float(1.5));
-        assert_eq!(get("$.identity.traits['[$the.size$]']"), ContextValue::int(3));
+        assert_eq!(
+            get("$.identity.traits['[$the.size$]']"),
+            ContextValue::int(3)
+        );
         assert_eq!(get("$.leads.to.nowhere"), ContextValue::None);
         assert_eq!(get("$.x"), ContextValue::Str("lit".into()));
         assert_eq!(get("$.features.f.value"), ContextValue::int(5));
@@ -260,13 +289,19 @@ mod tests {
     fn compiled_kinds() {
         assert!(matches!(
             Accessor::compile("$.identity.traits.tamaño", false),
-            Accessor::Path { path: PathKind::Names(_), .. }
+            Accessor::Path {
+                path: PathKind::Names(_),
+                ..
+            }
         ));
         assert!(matches!(
             Accessor::compile("$.  i am not\" a valid jsonpath", false),
             Accessor::Trait(_)
         ));
-        assert!(matches!(Accessor::compile("", true), Accessor::IdentityKeyRaw));
+        assert!(matches!(
+            Accessor::compile("", true),
+            Accessor::IdentityKeyRaw
+        ));
         assert!(matches!(Accessor::compile("", false), Accessor::Trait(_)));
         assert!(Accessor::compile("$.identity.traits[0]", false).needs_json());
         assert!(Accessor::compile("$.features.f.value", false).needs_json());

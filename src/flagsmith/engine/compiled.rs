@@ -86,7 +86,9 @@ impl CompiledContext {
             .flat_map(IndexMap::values)
             .map(|s| compile_segment(s, &index))
             .collect();
-        let needs_json = segments.iter().any(|s| s.rules.iter().any(Rule::needs_json));
+        let needs_json = segments
+            .iter()
+            .any(|s| s.rules.iter().any(Rule::needs_json));
         let json = needs_json.then(|| base_json(ctx));
         CompiledContext {
             environment: ctx.environment.clone(),

@@ -384,3 +384,173 @@ where
 {
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flagsmith::engine::CompiledContext;
+
+    /// The document of the edge-proxy spec's Appendix A transcript.
+    fn appendix_a() -> EnvironmentDocument {
+        serde_json::from_value(json!({
+            "id": 1, "api_key": "client_key_1", "name": "Development",
+            "updated_at": "2024-05-01T10:20:30.123456+00:00",
+            "allow_client_traits": true,
+            "project": {
+                "id": 1, "name": "p", "hide_disabled_flags": false,
+                "server_key_only_feature_ids": [3],
+                "segments": [
+                    {"id": 10, "name": "no_plan", "rules": [{"type": "ALL", "rules": [],
+                        "conditions": [{"operator": "IS_NOT_SET", "property_": "plan", "value": null}]}],
+                     "feature_states": [{"feature": {"id": 1, "name": "feature_a", "type": "STANDARD"},
+                        "enabled": true, "feature_state_value": "from_segment_10", "django_id": 201,
+                        "feature_segment": {"priority": 1}}]},
+                    {"id": 11, "name": "dev_env", "rules": [{"type": "ALL", "conditions": [
+                        {"operator": "EQUAL", "property_": "$.environment.name", "value": "Development"}]}],
+                     "feature_states": [{"feature": {"id": 2, "name": "feature_b", "type": "STANDARD"},
+                        "enabled": false, "feature_state_value": 42, "django_id": 202,
+                        "feature_segment": {"priority": 2}}]}
+                ]
+            },
+            "feature_states": [
+                {"feature": {"id": 1, "name": "feature_a", "type": "STANDARD"}, "enabled": false,
+                 "feature_state_value": "default_a", "django_id": 101, "feature_segment": null},
+                {"feature": {"id": 2, "name": "feature_b", "type": "STANDARD"}, "enabled": true,
+                 "feature_state_value": null, "django_id": 102},
+                {"feature": {"id": 3, "name": "server_only", "type": "STANDARD"}, "enabled": true,
+                 "feature_state_value": true, "django_id": 103},
+                {"feature": {"id": 4, "name": "mv", "type": "MULTIVARIATE"}, "enabled": true,
+                 "feature_state_value": "control", "django_id": 104,
+                 "multivariate_feature_state_values": [
+                    {"id": 9001, "mv_fs_value_uuid": "aaaaaaaa-0000-0000-0000-000000000001",
+                     "percentage_allocation": 30.0, "multivariate_feature_option": {"id": 1, "value": "red"}},
+                    {"id": 9002, "mv_fs_value_uuid": "aaaaaaaa-0000-0000-0000-000000000002",
+                     "percentage_allocation": 30.0, "multivariate_feature_option": {"id": 2, "value": 7}}]}
+            ],
+            "identity_overrides": [
+                {"identifier": "vip", "identity_features": [
+                    {"feature": {"id": 1, "name": "feature_a", "type": "STANDARD"}, "enabled": true,
+                     "feature_state_value": "vip_value", "featurestate_uuid": "x"}]},
+                {"identifier": "nobody", "identity_features": []}
+            ]
+        }))
+        .unwrap()
+    }
+
+    fn flags(doc: &EnvironmentDocument, identity: Option<(&str, &[Trait])>) -> Vec<Value> {
+        let compiled = CompiledContext::new(&doc.to_context(None));
+        let identity = identity.map(|(id, traits)| IdentityContext::from_traits(id, traits));
+        let result = compiled.evaluate(identity.as_ref());
+        result
+            .flags
+            .values()
+            .map(|f| json!([f.name, f.enabled, f.value]))
+            .collect()
+    }
+
+    #[test]
+    fn environment_flags_apply_identityless_segments() {
+        assert_eq!(
+            flags(&appendix_a(), None),
+            vec![
+                json!(["feature_a", true, "from_segment_10"]),
+                json!(["feature_b", false, 42]),
+                json!(["server_only", true, true]),
+                json!(["mv", true, "control"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn identity_flags_overrides_traits_and_splits() {
+        let doc = appendix_a();
+        let vip = flags(&doc, Some(("vip", &[])));
+        assert_eq!(vip[0], json!(["feature_a", true, "vip_value"]));
+        let user1 = flags(&doc, Some(("user1", &[])));
+        assert_eq!(user1[3], json!(["mv", true, "red"]));
+        let gold = [Trait {
+            trait_key: "plan".to_owned(),
+            trait_value: json!("gold"),
+        }];
+        let user1_gold = flags(&doc, Some(("user1", &gold)));
+        assert_eq!(user1_gold[0], json!(["feature_a", false, "default_a"]));
+    }
+
+    #[test]
+    fn mapping_details() {
+        let ctx = appendix_a().to_context(Some(("u", &[])));
+        let features = ctx.features.unwrap();
+        assert_eq!(features["mv"].key, "104");
+        assert_eq!(features["mv"].metadata, Some(json!({"id": 4})));
+        assert_eq!(
+            features["mv"].variants[1].priority,
+            Some(Priority::from_i64(9002))
+        );
+        let segments = ctx.segments.unwrap();
+        assert_eq!(segments.len(), 3, "empty identity overrides are skipped");
+        assert_eq!(
+            segments["10"].metadata,
+            Some(json!({"id": 10, "source": "api"}))
+        );
+        assert_eq!(
+            segments["10"].overrides[0].priority,
+            Some(Priority::from_i64(1))
+        );
+        assert_eq!(segments["10"].rules[0].conditions[0].property, "plan");
+        let io = segments.values().last().unwrap();
+        assert_eq!(io.name, "identity_overrides");
+        assert_eq!(io.rules[0].conditions[0].value, json!(["vip"]));
+        assert_eq!(io.overrides[0].priority, Some(Priority::NEG_INFINITY));
+        assert_eq!(ctx.identity.unwrap().key, None);
+    }
+
+    #[test]
+    fn uuid_priorities_and_key_fallbacks() {
+        assert_eq!(
+            uuid_value("{AAAAAAAA-0000-0000-0000-000000000002}"),
+            Some(0xAAAAAAAA_0000_0000_0000_000000000002)
+        );
+        assert_eq!(
+            uuid_value("urn:uuid:ffffffffffffffffffffffffffffffff"),
+            Some(u128::MAX)
+        );
+        assert_eq!(uuid_value("nope"), None);
+        let fs: DocFeatureState = serde_json::from_value(json!({
+            "feature": {"id": 1, "name": "f"}, "enabled": true, "django_id": 0,
+            "featurestate_uuid": "abc", "feature_segment": {"priority": null},
+            "multivariate_feature_state_values": [{"id": null,
+                "mv_fs_value_uuid": "00000000-0000-0000-0000-00000000000a",
+                "percentage_allocation": 50, "multivariate_feature_option": {"value": "v", "key": "k"}}]
+        }))
+        .unwrap();
+        let fc = map_feature_state(&fs);
+        assert_eq!(fc.key, "abc");
+        assert_eq!(fc.priority, None);
+        assert_eq!(fc.variants[0].priority, Some(Priority::from_u128(10)));
+        assert_eq!(fc.variants[0].key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn identical_override_sets_group_with_python_equality() {
+        let io = |id: &str, value: Value| IdentityOverride {
+            identifier: id.to_owned(),
+            identity_features: vec![serde_json::from_value(json!({
+                "feature": {"id": 1, "name": "f"}, "enabled": true, "feature_state_value": value
+            }))
+            .unwrap()],
+        };
+        let segments = identity_override_segments(&[
+            io("a", json!(1)),
+            io("b", json!("1")),
+            io("c", json!(true)),
+            io("d", json!(1.0)),
+        ]);
+        assert_eq!(segments.len(), 2);
+        assert_eq!(
+            segments[0].rules[0].conditions[0].value,
+            json!(["a", "c", "d"])
+        );
+        assert_eq!(segments[0].overrides[0].value, json!(1));
+        assert_eq!(segments[1].rules[0].conditions[0].value, json!(["b"]));
+    }
+}

@@ -160,10 +160,7 @@ fn segment() -> impl Strategy<Value = SegmentContext> {
         text(),
         "[a-z]{0,3}",
         prop::collection::vec(rule(), 0..3),
-        prop::collection::vec(
-            prop_oneof![feature("f"), feature("g"), feature("zz")],
-            0..3,
-        ),
+        prop::collection::vec(prop_oneof![feature("f"), feature("g"), feature("zz")], 0..3),
         proptest::option::of(scalar()),
     )
         .prop_map(|(key, name, rules, overrides, metadata)| SegmentContext {

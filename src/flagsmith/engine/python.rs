@@ -112,7 +112,10 @@ const DECIMAL_ZEROS: &[u32] = &[
 /// Python `str.isspace()` for one character.
 fn is_py_space(c: char) -> bool {
     matches!(c, '\t'..='\r' | '\x1c'..='\x1f' | ' ' | '\u{85}' | '\u{a0}' | '\u{1680}')
-        || matches!(c, '\u{2000}'..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}')
+        || matches!(
+            c,
+            '\u{2000}'..='\u{200a}' | '\u{2028}' | '\u{2029}' | '\u{202f}'
+        )
         || matches!(c, '\u{205f}' | '\u{3000}')
 }
 
@@ -218,7 +221,11 @@ impl PyInt {
     pub fn to_f64(&self) -> Option<f64> {
         match self {
             PyInt::Small(v) => Some(*v as f64),
-            PyInt::Big { .. } => self.to_string().parse::<f64>().ok().filter(|f| f.is_finite()),
+            PyInt::Big { .. } => self
+                .to_string()
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite()),
         }
     }
 }

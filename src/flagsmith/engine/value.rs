@@ -104,8 +104,14 @@ mod tests {
         assert_eq!(c(json!("-0")), ContextValue::int(0));
         assert_eq!(c(json!("1.50")), ContextValue::Float(1.5));
         assert_eq!(c(json!("-2.5")), ContextValue::Float(-2.5));
-        for s in ["+5", "1e5", " 7", "１２", "1.", ".5", "-", "", "1.2.3", "abc"] {
-            assert_eq!(c(json!(s)), ContextValue::Str(Cow::Owned(s.to_owned())), "{s}");
+        for s in [
+            "+5", "1e5", " 7", "１２", "1.", ".5", "-", "", "1.2.3", "abc",
+        ] {
+            assert_eq!(
+                c(json!(s)),
+                ContextValue::Str(Cow::Owned(s.to_owned())),
+                "{s}"
+            );
         }
         let huge = "1".repeat(45);
         assert_eq!(
