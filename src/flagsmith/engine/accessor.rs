@@ -94,15 +94,20 @@ impl Accessor {
         if !property.starts_with("$.") {
             return Accessor::Trait(property.to_owned());
         }
-        match JsonPath::parse(property) {
-            Err(_) => Accessor::Trait(property.to_owned()),
-            Ok(path) => Accessor::Path {
-                raw: property.to_owned(),
-                path: match simple_names(property) {
-                    Some(names) => PathKind::Names(NamePath::new(names)),
-                    None => PathKind::General(Box::new(path)),
-                },
-            },
+        let path = if let Some(names) = simple_names(property) {
+            PathKind::Names(NamePath::new(names))
+        } else if has_unquoted_non_bmp(property) {
+            // The reference's JSONPath lexer only knows BMP characters outside strings.
+            return Accessor::Trait(property.to_owned());
+        } else {
+            match JsonPath::parse(property) {
+                Ok(path) => PathKind::General(Box::new(path)),
+                Err(_) => return Accessor::Trait(property.to_owned()),
+            }
+        };
+        Accessor::Path {
+            raw: property.to_owned(),
+            path,
         }
     }
 
@@ -189,7 +194,7 @@ fn simple_names(path: &str) -> Option<Vec<String>> {
                 .map_or(r.len(), |(i, _)| i);
             let name = &r[..end];
             let first = name.chars().next()?;
-            if first.is_ascii_digit() {
+            if first.is_ascii_digit() || first == '-' {
                 return None;
             }
             names.push(name.to_owned());
@@ -211,8 +216,27 @@ fn simple_names(path: &str) -> Option<Vec<String>> {
     Some(names)
 }
 
+/// Member-name-shorthand characters as the reference's lexer (`jsonpath-rfc9535`)
+/// accepts them: RFC 9535's set restricted to the BMP, plus `-` after the first character.
 fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || (c as u32) >= 0x80
+    c.is_ascii_alphanumeric() || c == '_' || c == '-' || ('\u{80}'..='\u{ffff}').contains(&c)
+}
+
+fn has_unquoted_non_bmp(path: &str) -> bool {
+    let mut quote: Option<char> = None;
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(_), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None, '\'' | '"') => quote = Some(c),
+            (None, c) if (c as u32) > 0xffff => return true,
+            _ => {}
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -303,6 +327,38 @@ mod tests {
             Accessor::IdentityKeyRaw
         ));
         assert!(matches!(Accessor::compile("", false), Accessor::Trait(_)));
+        // Validity as the reference's lexer decides it.
+        for valid in [
+            "$.identity.traits.a-b",
+            "$.a-",
+            "$._x",
+            "$.x[ 'y' ]",
+            "$.x[?@.a==1]",
+        ] {
+            assert!(
+                matches!(Accessor::compile(valid, false), Accessor::Path { .. }),
+                "{valid}"
+            );
+        }
+        for invalid in [
+            "$.-a",
+            "$.1a",
+            "$.a b",
+            "$.x ",
+            "$.x..",
+            "$.x[01]",
+            "$.t.😀",
+            "$.x[?foo(@)]",
+        ] {
+            assert!(
+                matches!(Accessor::compile(invalid, false), Accessor::Trait(_)),
+                "{invalid}"
+            );
+        }
+        assert!(matches!(
+            Accessor::compile("$.x['😀']", false),
+            Accessor::Path { .. }
+        ));
         assert!(Accessor::compile("$.identity.traits[0]", false).needs_json());
         assert!(Accessor::compile("$.features.f.value", false).needs_json());
         assert!(!Accessor::compile("$.identity.traits.x", false).needs_json());
