@@ -22,8 +22,7 @@ pub fn float_repr(f: f64) -> String {
     if f == 0.0 {
         return if f.is_sign_negative() { "-0.0" } else { "0.0" }.to_owned();
     }
-    // `{:e}` yields the shortest round-trip digits as `d[.ddd]e<exp>`.
-    let sci = format!("{:e}", f.abs());
+    let sci = shortest_scientific(f.abs());
     let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
@@ -50,6 +49,23 @@ pub fn float_repr(f: f64) -> String {
     } else {
         let zeros = "0".repeat((-exp - 1) as usize);
         format!("{sign}0.{zeros}{digits}")
+    }
+}
+
+/// Shortest round-trip digits as `d[.ddd]e<exp>`, ties between two equally short
+/// candidates resolved to the closer one / half-to-even like Python's `repr` (Rust's
+/// shortest mode may pick the other one).
+fn shortest_scientific(a: f64) -> String {
+    let shortest = format!("{a:e}");
+    let digits = shortest
+        .split('e')
+        .next()
+        .map_or(1, |m| m.bytes().filter(u8::is_ascii_digit).count());
+    let exact = format!("{:.*e}", digits.saturating_sub(1), a);
+    if exact.parse::<f64>() == Ok(a) {
+        exact
+    } else {
+        shortest
     }
 }
 
@@ -142,7 +158,9 @@ fn to_ascii_number_text(s: &str) -> Option<String> {
             out.push(char::from_digit(d, 10)?);
         }
     }
-    let trimmed = out.trim_matches(|c: char| c.is_ascii() && is_py_space(c));
+    // ASCII characters are kept as they are, and only ASCII whitespace is stripped
+    // (`\x1c`..`\x1f` are spaces to `str.isspace()` but not to `int()`/`float()`).
+    let trimmed = out.trim_matches(|c: char| matches!(c, ' ' | '\t'..='\r'));
     Some(trimmed.to_owned())
 }
 
@@ -312,6 +330,8 @@ mod tests {
             (f64::INFINITY, "inf"),
             (f64::NAN, "nan"),
             (51.990398079615915, "51.990398079615915"),
+            (1720805954758130.25, "1720805954758130.2"),
+            (1918233623838419.25, "1918233623838419.2"),
         ];
         for (f, want) in cases {
             assert_eq!(float_repr(f), want, "{f:e}");
@@ -327,6 +347,10 @@ mod tests {
         assert_eq!(parse_int("-0"), Some(PyInt::Small(0)));
         assert_eq!(parse_int("١٢"), Some(PyInt::Small(12)));
         assert_eq!(parse_int("\u{3000}12\u{2003}"), Some(PyInt::Small(12)));
+        assert_eq!(parse_int(" 1\x0b"), Some(PyInt::Small(1)));
+        assert_eq!(parse_int("1\u{85}"), Some(PyInt::Small(1)));
+        assert_eq!(parse_int("1\x1c"), None);
+        assert_eq!(parse_int("\x1f1"), None);
         assert_eq!(parse_int("1.0"), None);
         assert_eq!(parse_int("1__0"), None);
         assert_eq!(parse_int("_1"), None);
@@ -377,6 +401,8 @@ mod tests {
         assert_eq!(parse_float("1e"), None);
         assert_eq!(parse_float("0x10"), None);
         assert_eq!(parse_float("in f"), None);
+        assert_eq!(parse_float("1\x1c"), None);
+        assert_eq!(parse_float("\u{3000}1.5\u{85}"), Some(1.5));
     }
 
     #[test]
