@@ -9,6 +9,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Map, Number, Value};
 
+use super::compiled::CompiledContext;
 use super::context::{
     EnvironmentContext, EvaluationContext, FeatureContext, FeatureVariant, IdentityContext,
     Priority, RuleType, SegmentCondition, SegmentContext, SegmentRule,
@@ -188,6 +189,12 @@ impl IdentityContext {
 }
 
 impl EnvironmentDocument {
+    /// Maps the document without identity and compiles it: do this once per polled
+    /// document, then call [`CompiledContext::evaluate`] per request.
+    pub fn compile(&self) -> CompiledContext {
+        CompiledContext::new(&self.to_context(None))
+    }
+
     /// Maps the document (plus an optional identifier and traits) to an evaluation
     /// context, exactly like the SDK mapper the Edge Proxy uses.
     pub fn to_context(&self, identity: Option<(&str, &[Trait])>) -> EvaluationContext {
@@ -388,7 +395,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flagsmith::engine::CompiledContext;
 
     /// The document of the edge-proxy spec's Appendix A transcript.
     fn appendix_a() -> EnvironmentDocument {
@@ -438,7 +444,7 @@ mod tests {
     }
 
     fn flags(doc: &EnvironmentDocument, identity: Option<(&str, &[Trait])>) -> Vec<Value> {
-        let compiled = CompiledContext::new(&doc.to_context(None));
+        let compiled = doc.compile();
         let identity = identity.map(|(id, traits)| IdentityContext::from_traits(id, traits));
         let result = compiled.evaluate(identity.as_ref());
         result

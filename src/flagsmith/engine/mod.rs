@@ -4,15 +4,20 @@
 //! Two ways in:
 //!
 //! * [`get_evaluation_result`]: one-shot evaluation of an [`EvaluationContext`] (the
-//!   vectors' input format) into an [`EvaluationResult`] (their output format).
+//!   vectors' input format, serde) into an [`EvaluationResult`] (their output format).
 //! * For a proxy serving many requests from one polled environment document:
-//!   [`EnvironmentDocument`] (serde, unknown fields ignored) →
-//!   [`EnvironmentDocument::to_context`] → [`CompiledContext::new`] once per document,
-//!   then [`CompiledContext::evaluate`] per request with an [`IdentityContext`] built by
-//!   [`IdentityContext::from_traits`] (or `None` for environment flags).
+//!   deserialize an [`EnvironmentDocument`] (unknown fields ignored), call
+//!   [`EnvironmentDocument::compile`] once per document (= [`CompiledContext::new`] of
+//!   [`EnvironmentDocument::to_context`]`(None)`), then per request
+//!   [`CompiledContext::evaluate`] with `None` (`GET /api/v1/flags/`) or
+//!   `Some(&`[`IdentityContext::from_traits`]`(identifier, &traits))`
+//!   (`POST /api/v1/identities/`). The result borrows from the compiled context; flags
+//!   come in document order, and each flag's `metadata` is `{"id": <feature id>}`.
 //!
-//! Semantics: `shared/spec/flagsmith-engine.md`. Inputs the reference crashes on (invalid
-//! regex, zero modulo divisor, unknown rule type, null priority, …) evaluate as
+//! Compilation parses everything reusable once: JSONPaths, regexes, semvers, number
+//! casts, `IN` sets, reason strings, variant order. Semantics:
+//! `shared/spec/flagsmith-engine.md`. Inputs the reference crashes on (invalid regex, zero
+//! modulo divisor, unknown rule type, null priority, null `IN` value, …) evaluate as
 //! "no match" / "weakest priority" here; nothing panics.
 
 mod accessor;
