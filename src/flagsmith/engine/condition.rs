@@ -201,7 +201,7 @@ fn modulo(parts: Option<(f64, f64)>, ctx: &ContextValue<'_>) -> bool {
 
 /// Compiles a Python `re` pattern for `re.match` (anchored at the start only).
 fn compile_regex(pattern: &str) -> Option<fancy_regex::Regex> {
-    let translated = translate_regex(pattern);
+    let translated = translate_regex(pattern)?;
     // Validate the pattern on its own first: wrapping could hide unbalanced parentheses.
     fancy_regex::Regex::new(&translated).ok()?;
     fancy_regex::Regex::new(&format!("\\A(?:{translated})")).ok()
@@ -209,7 +209,7 @@ fn compile_regex(pattern: &str) -> Option<fancy_regex::Regex> {
 
 /// Rewrites the Python-only anchors outside character classes: `\Z` (end of text) and
 /// `$` (end, or before a final newline).
-fn translate_regex(pattern: &str) -> String {
+fn translate_regex(pattern: &str) -> Option<String> {
     let mut out = String::with_capacity(pattern.len() + 8);
     let mut chars = pattern.chars().peekable();
     let mut in_class = false;
@@ -241,11 +241,63 @@ fn translate_regex(pattern: &str) -> String {
             }
             // No lookahead, so patterns stay on the linear-time engine; only a `$` that is
             // followed by more pattern (e.g. `a$\n`) can behave differently.
-            '$' if !in_class => out.push_str("(?:$|\\n\\z)"),
+            '$' if !in_class => {
+                // Python cannot repeat an anchor ("nothing to repeat").
+                let next = chars.peek().copied();
+                let quantified = match next {
+                    Some('*' | '+' | '?') => true,
+                    Some('{') => {
+                        let mut look = chars.clone();
+                        look.next();
+                        python_brace(&mut look).starts_with('{')
+                    }
+                    _ => false,
+                };
+                if quantified {
+                    return None;
+                }
+                out.push_str("(?:$|\\n\\z)");
+            }
+            '{' if !in_class => out.push_str(&python_brace(&mut chars)),
+            '}' if !in_class => out.push_str("\\}"),
+            // Literal in Python classes, class syntax (nesting, set operations) in Rust.
+            '[' | '&' | '~' if in_class => {
+                out.push('\\');
+                out.push(c);
+            }
             other => out.push(other),
         }
     }
-    out
+    Some(out)
+}
+
+/// Python's reading of `{` (after it was consumed): `{n}`, `{n,}`, `{,m}`, `{n,m}` and
+/// `{,}` are quantifiers (made explicit for Rust), anything else is a literal brace.
+fn python_brace(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> String {
+    let rest: String = chars.clone().collect();
+    let lo: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let after_lo = &rest[lo.len()..];
+    let (hi, comma, after) = match after_lo.strip_prefix(',') {
+        Some(r) => {
+            let hi: String = r.chars().take_while(char::is_ascii_digit).collect();
+            let after = &r[hi.len()..];
+            (hi, true, after)
+        }
+        None => (lo.clone(), false, after_lo),
+    };
+    if !after.starts_with('}') || (lo.is_empty() && !comma) {
+        return "\\{".to_owned();
+    }
+    let consumed = rest.len() - after.len() + 1;
+    for _ in 0..rest[..consumed].chars().count() {
+        chars.next();
+    }
+    let lo = if lo.is_empty() { "0".to_owned() } else { lo };
+    match (comma, hi.is_empty()) {
+        (false, _) => format!("{{{lo}}}"),
+        (true, true) => format!("{{{lo},}}"),
+        (true, false) => format!("{{{lo},{hi}}}"),
+    }
 }
 
 fn compare(op: CmpOp, operand: &Operand, ctx: &ContextValue<'_>) -> bool {
@@ -438,6 +490,19 @@ mod tests {
         assert!(check(json!("a$"), "REGEX", json!("a[$]")));
         assert!(check(json!("foo"), "REGEX", json!("(?i)FOO")));
         assert!(check(json!("aa"), "REGEX", json!("(a)\\1")));
+        assert!(check(json!("aa"), "REGEX", json!("(?P<x>a)(?P=x)")));
+        assert!(check(json!("a{"), "REGEX", json!("a{")));
+        assert!(check(json!("{}"), "REGEX", json!("{}")));
+        assert!(check(json!("a{x}"), "REGEX", json!("a{x}")));
+        assert!(check(json!("aaa"), "REGEX", json!("a{,2}a$")));
+        assert!(check(json!("aaa"), "REGEX", json!("a{2,}$")));
+        assert!(check(json!("aaa"), "REGEX", json!("a{,}$")));
+        assert!(!check(json!("aaa"), "REGEX", json!("a{2}$")));
+        assert!(check(json!("["), "REGEX", json!("[[]")));
+        assert!(check(json!("&"), "REGEX", json!("[a&&b]")));
+        assert!(!check(json!("a"), "REGEX", json!("a$*")));
+        assert!(!check(json!("a"), "REGEX", json!("a${2}")));
+        assert!(!check(json!("a{x}"), "REGEX", json!("a${x}")));
         assert!(!check(Value::Null, "REGEX", json!(".*")));
         assert!(check(json!("a\nb"), "REGEX", json!("(?m)a$")));
         let evil = format!("{}b", "a".repeat(40));
