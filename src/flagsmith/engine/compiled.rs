@@ -357,3 +357,107 @@ impl Source for EvalSource<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn eval(ctx: Value) -> Value {
+        let ctx: EvaluationContext = serde_json::from_value(ctx).unwrap();
+        let compiled = CompiledContext::new(&ctx);
+        serde_json::to_value(compiled.evaluate(ctx.identity.as_ref())).unwrap()
+    }
+
+    fn segment(name: &str, rule_type: &str, conditions: Value, overrides: Value) -> Value {
+        json!({"key": name, "name": name,
+               "rules": [{"type": rule_type, "conditions": conditions}],
+               "overrides": overrides})
+    }
+
+    #[test]
+    fn compiled_context_is_shareable() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<CompiledContext>();
+    }
+
+    #[test]
+    fn override_priorities_lower_wins_ties_keep_first_null_is_weakest() {
+        let always = json!([{"property": "x", "operator": "IS_NOT_SET", "value": null}]);
+        let over = |v: &str, p: Value| json!({"key": "k", "name": "f", "enabled": true, "value": v, "priority": p});
+        let result = eval(json!({
+            "environment": {"key": "e", "name": "n"},
+            "segments": {
+                "a": segment("a", "ALL", always.clone(), json!([over("a", Value::Null)])),
+                "b": segment("b", "ALL", always.clone(), json!([over("b", json!(2))])),
+                "c": segment("c", "ALL", always.clone(), json!([over("c", json!(2.0))])),
+                "d": segment("d", "ALL", always.clone(), json!([over("d", json!(5))])),
+                "e": segment("e", "ALL", always, json!([{"key": "k", "name": "absent",
+                    "enabled": true, "value": 1, "priority": 0}]))
+            },
+            "features": {"f": {"key": "k", "name": "f", "enabled": false, "value": "default"}}
+        }));
+        assert_eq!(result["flags"]["f"]["value"], json!("b"));
+        assert_eq!(
+            result["flags"]["f"]["reason"],
+            json!("TARGETING_MATCH; segment=b")
+        );
+        assert_eq!(result["segments"].as_array().unwrap().len(), 5);
+        assert!(result["flags"].get("absent").is_none());
+    }
+
+    #[test]
+    fn rule_quantifiers_and_unknown_types() {
+        let t = json!({"property": "x", "operator": "IS_NOT_SET", "value": null});
+        let f = json!({"property": "x", "operator": "IS_SET", "value": null});
+        let result = eval(json!({
+            "environment": {"key": "e", "name": "n"},
+            "segments": {
+                "any": segment("any", "ANY", json!([f, t]), json!([])),
+                "none": segment("none", "NONE", json!([f, f]), json!([])),
+                "all_fails": segment("all_fails", "ALL", json!([t, f]), json!([])),
+                "empty_any": segment("empty_any", "ANY", json!([]), json!([])),
+                "unknown_empty": segment("unknown_empty", "WHAT", json!([]), json!([])),
+                "unknown": segment("unknown", "WHAT", json!([t]), json!([])),
+                "no_rules": {"key": "x", "name": "no_rules", "rules": []}
+            }
+        }));
+        assert_eq!(
+            result["segments"],
+            json!([{"name": "any"}, {"name": "none"}, {"name": "empty_any"},
+                   {"name": "unknown_empty"}])
+        );
+        assert_eq!(result["flags"], json!({}));
+    }
+
+    #[test]
+    fn variants_need_identity_and_report_control() {
+        let feature = json!({"key": "12345", "name": "mv", "enabled": true, "value": "ctl",
+            "variants": [{"value": "never", "weight": 0, "priority": 1}]});
+        let ctx = |identity: Value| {
+            json!({"environment": {"key": "test_env", "name": "n"}, "identity": identity,
+                   "features": {"mv": feature.clone()}})
+        };
+        let none = eval(ctx(Value::Null));
+        assert_eq!(none["flags"]["mv"]["variant"], Value::Null);
+        let some = eval(ctx(json!({"identifier": "foobar"})));
+        assert_eq!(some["flags"]["mv"]["variant"], json!("control"));
+        assert_eq!(some["flags"]["mv"]["value"], json!("ctl"));
+        assert_eq!(some["flags"]["mv"]["reason"], json!("DEFAULT"));
+    }
+
+    #[test]
+    fn implicit_identity_key_feeds_percentage_split() {
+        // hash("12345,test_env_foobar") = 51.99…
+        let split = |v: &str| json!([{"property": "$.identity.key", "operator": "PERCENTAGE_SPLIT", "value": v}]);
+        let result = eval(json!({
+            "environment": {"key": "test_env", "name": "n"},
+            "identity": {"identifier": "foobar", "key": ""},
+            "segments": {
+                "in": {"key": "12345", "name": "in", "rules": [{"type": "ALL", "conditions": split("52")}]},
+                "out": {"key": "12345", "name": "out", "rules": [{"type": "ALL", "conditions": split("51.9")}]}
+            }
+        }));
+        assert_eq!(result["segments"], json!([{"name": "in"}]));
+    }
+}
