@@ -99,7 +99,7 @@ impl CompiledContext {
     }
 
     /// Evaluates flags and segments for an identity (or none, for environment flags).
-    pub fn evaluate<'a>(&'a self, identity: Option<&'a IdentityContext>) -> EvaluationResult<'a> {
+    pub fn evaluate(&self, identity: Option<&IdentityContext>) -> EvaluationResult<'_> {
         let enriched_key = identity.map(|i| match i.key.as_deref() {
             Some(k) if !k.is_empty() => Cow::Borrowed(k),
             _ => Cow::Owned(format!("{}_{}", self.environment.key, i.identifier)),
