@@ -483,6 +483,23 @@ mod tests {
     }
 
     #[test]
+    fn numeric_looking_identifiers_follow_the_reference_quirk() {
+        let mut doc = appendix_a();
+        let template = doc.identity_overrides[0].clone();
+        doc.identity_overrides = ["007", "-0", "1.5", "123"]
+            .iter()
+            .map(|id| IdentityOverride {
+                identifier: (*id).to_owned(),
+                ..template.clone()
+            })
+            .collect();
+        for (id, overridden) in [("007", false), ("-0", false), ("1.5", false), ("123", true)] {
+            let value = &flags(&doc, Some((id, &[])))[0][2];
+            assert_eq!(value == "vip_value", overridden, "{id}");
+        }
+    }
+
+    #[test]
     fn mapping_details() {
         let ctx = appendix_a().to_context(Some(("u", &[])));
         let features = ctx.features.unwrap();
