@@ -4,6 +4,7 @@
 #
 #   tools/sdk-clients/run.sh               build the proxy (release), start it, run the checks
 #   tools/sdk-clients/run.sh --self-test   same checks against stub-proxy.js (tests this harness)
+#   PROXY_BIN=/path/to/evaluation-proxy tools/sdk-clients/run.sh   use that binary, do not build
 #
 # Exit 0 only if every check passed. The last line printed is `N passed, N failed`.
 set -euo pipefail
@@ -14,7 +15,7 @@ MODE="proxy"
 case "${1:-}" in
   "") ;;
   --self-test) MODE="stub" ;;
-  -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
   *) echo "usage: $0 [--self-test]" >&2; exit 2 ;;
 esac
 
@@ -22,7 +23,7 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "error: $1 is required ($2)" 
 need node "Node.js 20 or later"
 need npm "npm"
 need python3 "Python 3.9 or later with venv"
-[ "$MODE" = stub ] || need cargo "the Rust toolchain"
+[ "$MODE" = stub ] || [ -n "${PROXY_BIN:-}" ] || need cargo "the Rust toolchain"
 
 # ---- dependencies (installed once; reinstalled when the pins change) ----------------------------
 cd "$HERE"
@@ -59,9 +60,13 @@ PROXY_URL="http://127.0.0.1:$PORT"
 
 # ---- the server ----------------------------------------------------------------------------------
 if [ "$MODE" = proxy ]; then
-  echo "== cargo build --release"
-  (cd "$REPO" && cargo build --release --bin evaluation-proxy)
-  BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/evaluation-proxy"
+  if [ -n "${PROXY_BIN:-}" ]; then
+    BIN="$PROXY_BIN"
+  else
+    echo "== cargo build --release"
+    (cd "$REPO" && cargo build --release --bin evaluation-proxy)
+    BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/evaluation-proxy"
+  fi
   # examples/local.yaml, plus a second deployment serving extra-flags.json (groups, numbers,
   # booleans, versions, sets, non-string values). Absolute paths: the copy lives in a temp dir.
   cat >"$WORK/config.yaml" <<EOF
