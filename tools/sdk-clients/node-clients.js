@@ -80,7 +80,8 @@ function jsClient(deploymentKey) {
 }
 
 async function nodeServerCases(c) {
-  const options = c.flagKeys ? { flagKeys: c.flagKeys } : undefined;
+  // Subset cases also send the tracking headers (X-Amp-Exp-Track / X-Amp-Exp-Exposure-Track).
+  const options = c.flagKeys ? { flagKeys: c.flagKeys, tracksAssignment: false, tracksExposure: false } : undefined;
   await record('node-server fetchV2', c.id, async () => plain(await nodeRemote(c.deploymentKey).fetchV2(c.user, options)));
   if (!c.flagKeys) {
     // Deprecated fetch(): same GET /sdk/v2/vardata, defaults dropped by the SDK; errors give {}.

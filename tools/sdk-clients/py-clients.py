@@ -35,7 +35,9 @@ def main():
                 config = RemoteEvaluationConfig(server_url=PROXY, fetch_timeout_millis=5000, fetch_retries=0)
                 clients[key] = RemoteEvaluationClient(key, config)
             client = clients[key]
-            options = FetchOptions(flagKeys=case["flagKeys"]) if case["flagKeys"] is not None else None
+            options = None
+            if case["flagKeys"] is not None:  # subset cases also send the tracking headers
+                options = FetchOptions(flagKeys=case["flagKeys"], tracksAssignment=False, tracksExposure=False)
             try:
                 variants = client.fetch_v2(User(**case["user"]), options)
                 result = {"variants": {k: variant_json(v) for k, v in variants.items()}}
