@@ -6,20 +6,24 @@
 //! tests): readiness turns 503, the listeners stop accepting, in-flight requests finish,
 //! background loops stop, all within the configured grace period.
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::ServiceExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::util::MapRequestLayer;
+use tower::Layer;
 
 use crate::amplitude::registry::Registry;
 use crate::amplitude::sync::{FlagSource, ProjectSource, SyncSettings, Syncer};
 use crate::amplitude::upstream::{AmplitudeClient, RetryPolicy};
-use crate::config::Config;
+use crate::config::{Config, DeploymentSource, ProjectConfig};
 use crate::http::{self, AppState, HttpSettings};
 use crate::store::{MemoryStore, Store};
 
@@ -69,8 +73,8 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Binds the ports, starts the sync loops and serves until [`RunningApp::shutdown`].
 pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     let settings = Settings::from_config(&config);
-    let listener = bind(&settings.host, settings.port).await?;
-    let metrics_listener = bind(&settings.host, settings.metrics_port).await?;
+    let listener = bind(settings.bind).await?;
+    let metrics_listener = bind(settings.metrics_bind).await?;
     let addr = local_addr(&listener)?;
     let metrics_addr = local_addr(&metrics_listener)?;
 
@@ -88,7 +92,13 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     // The watcher subscribes before any loop can write, so no change is missed.
     tasks.spawn(Arc::clone(&registry).watch(background.clone()));
     let client = AmplitudeClient::new(UPSTREAM_TIMEOUT, RetryPolicy::default())?;
-    let syncer = Syncer::new(settings.sync.clone(), client, store, registry, tasks.clone());
+    let syncer = Syncer::new(
+        settings.sync.clone(),
+        client,
+        store,
+        registry,
+        tasks.clone(),
+    );
     for project in settings.projects.clone() {
         syncer.start_project(project, background.clone());
     }
@@ -99,7 +109,13 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     let finished = tokio::spawn(serve(
         (listener, main),
         (metrics_listener, metrics),
-        Stopping { shutdown: shutdown.clone(), background, tasks, state, grace: settings.grace },
+        Stopping {
+            shutdown: shutdown.clone(),
+            background,
+            tasks,
+            state,
+            grace: settings.grace,
+        },
     ));
     Ok(RunningApp {
         addr,
@@ -123,12 +139,23 @@ async fn serve(
     (metrics_listener, metrics): (TcpListener, axum::Router),
     stopping: Stopping,
 ) {
-    let Stopping { shutdown, background, tasks, state, grace } = stopping;
+    let Stopping {
+        shutdown,
+        background,
+        tasks,
+        state,
+        grace,
+    } = stopping;
     let drain = shutdown.clone();
     let main_server = tokio::spawn(
-        axum::serve(listener, main)
-            .with_graceful_shutdown(async move { drain.cancelled().await })
-            .into_future(),
+        axum::serve(
+            listener,
+            ServiceExt::<axum::extract::Request>::into_make_service(
+                MapRequestLayer::new(http::collapse_slashes).layer(main),
+            ),
+        )
+        .with_graceful_shutdown(async move { drain.cancelled().await })
+        .into_future(),
     );
     let drain = shutdown.clone();
     let metrics_server = tokio::spawn(
@@ -154,11 +181,13 @@ async fn serve(
     tracing::info!("evaluation proxy stopped");
 }
 
-async fn bind(host: &str, port: u16) -> Result<TcpListener, StartError> {
-    let addr = format!("{host}:{port}");
-    TcpListener::bind(&addr)
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind { addr, source })
+        .map_err(|source| StartError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
@@ -170,9 +199,8 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
 
 /// The parts of the configuration each component needs, mapped in one place.
 struct Settings {
-    host: String,
-    port: u16,
-    metrics_port: u16,
+    bind: SocketAddr,
+    metrics_bind: SocketAddr,
     metrics_path: String,
     grace: Duration,
     http: HttpSettings,
@@ -187,41 +215,50 @@ impl Settings {
             .projects
             .iter()
             .enumerate()
-            .map(|(index, project)| ProjectSource {
-                index,
-                management_key: project.management_key.as_ref().map(|k| k.expose().to_owned()),
-                deployments: project
-                    .deployments
-                    .iter()
-                    .map(|d| {
-                        let source = match &d.flags_file {
-                            Some(path) => FlagSource::File(path.clone()),
-                            None => FlagSource::Vendor,
-                        };
-                        (d.key.expose().to_owned(), source)
-                    })
-                    .collect(),
-            })
+            .map(|(index, project)| project_source(index, project))
             .collect();
         Self {
-            host: c.host.clone(),
-            port: c.port,
-            metrics_port: c.metrics.port,
+            bind: c.bind_addr(),
+            metrics_bind: c.metrics_bind_addr(),
             metrics_path: c.metrics.path.clone(),
             grace: Duration::from_millis(c.shutdown_grace_period_millis),
             http: HttpSettings {
-                max_body_bytes: c.max_request_body_bytes as usize,
+                max_body_bytes: c.max_request_body_bytes,
                 cors_allowed_origins: c.cors.allowed_origins.clone(),
             },
             sync: SyncSettings {
-                server_url: c.server_url.to_string(),
-                management_server_url: c.management_server_url.to_string(),
+                server_url: c.server_url.url().as_str().to_owned(),
+                management_server_url: c.management_server_url.url().as_str().to_owned(),
                 deployment_sync_interval: Duration::from_millis(c.deployment_sync_interval_millis),
                 flag_sync_interval: Duration::from_millis(c.flag_sync_interval_millis),
                 file_poll_interval: FILE_POLL_INTERVAL,
-                jitter: 0.1,
+                jitter: f64::from(c.flag_sync_jitter_percent) / 100.0,
             },
             projects,
         }
+    }
+}
+
+fn project_source(index: usize, project: &ProjectConfig) -> ProjectSource {
+    match &project.deployments {
+        DeploymentSource::Management { management_key } => ProjectSource {
+            index,
+            management_key: Some(management_key.expose().to_owned()),
+            deployments: Vec::new(),
+        },
+        DeploymentSource::Listed(deployments) => ProjectSource {
+            index,
+            management_key: None,
+            deployments: deployments
+                .iter()
+                .map(|d| {
+                    let source = match &d.flags_file {
+                        Some(path) => FlagSource::File(path.clone()),
+                        None => FlagSource::Vendor,
+                    };
+                    (d.key.expose().to_owned(), source)
+                })
+                .collect(),
+        },
     }
 }

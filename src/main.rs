@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use evaluation_proxy::config::Config;
+use evaluation_proxy::config::{Config, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "Local feature-flag evaluation proxy (Amplitude Evaluation Proxy compatible)")]
+#[command(
+    version,
+    about = "Local feature-flag evaluation proxy (Amplitude Evaluation Proxy compatible)"
+)]
 struct Cli {
     /// Configuration file (YAML or JSON). Default: $PROXY_CONFIG_FILE_PATH, else
     /// /etc/evaluation-proxy-config.yaml.
@@ -46,7 +49,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Healthcheck { url } => runtime.block_on(healthcheck(&url)),
         Command::CheckConfig => {
@@ -93,7 +98,9 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.context("cannot listen for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
     Ok(())
 }
 
@@ -101,8 +108,12 @@ fn init_logging(config: &Config) {
     let c = &config.configuration;
     let filter = tracing_subscriber::EnvFilter::try_new(&c.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if c.log_format.eq_ignore_ascii_case("json") {
+    // Colours only on a terminal: log collectors would store the escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    if c.log_format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -110,8 +121,14 @@ fn init_logging(config: &Config) {
 }
 
 async fn healthcheck(url: &str) -> anyhow::Result<ExitCode> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
-    let response = client.get(url).send().await.with_context(|| format!("cannot reach {url}"))?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
     if response.status().is_success() {
         Ok(ExitCode::SUCCESS)
     } else {

@@ -40,8 +40,11 @@ async fn json_of(response: reqwest::Response) -> (u16, Value) {
 /// The example flags' results must agree with each other: the banner targets Canada and paid
 /// plans, and new-pricing is on exactly for the experiment's treatment.
 fn assert_example_results(results: &Value) {
-    assert_eq!(results["welcome-banner"], json!({"key": "on", "value": "on", "payload": {"title": "Welcome back!"},
-        "metadata": {"deployed": true, "evaluationMode": "local", "flagType": "release", "flagVersion": 4, "segmentName": "North America, paid plans"}}));
+    assert_eq!(
+        results["welcome-banner"],
+        json!({"key": "on", "value": "on", "payload": {"title": "Welcome back!"},
+        "metadata": {"deployed": true, "evaluationMode": "local", "flagType": "release", "flagVersion": 4, "segmentName": "North America, paid plans"}})
+    );
     let arm = results["checkout-experiment"]["key"].as_str().unwrap();
     assert!(arm == "control" || arm == "treatment", "{arm}");
     let pricing = results["new-pricing"]["key"].as_str().unwrap();
@@ -57,11 +60,20 @@ async fn serves_flags_from_a_file_with_and_without_gzip() {
     let body = response.text().await.unwrap();
     assert_eq!(body, example_flags(), "flags are re-served byte for byte");
 
-    let response = app.get("/sdk/v2/flags", KEY).header("Accept-Encoding", "gzip").send().await.unwrap();
+    let response = app
+        .get("/sdk/v2/flags", KEY)
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.headers()["content-encoding"], "gzip");
     let compressed = response.bytes().await.unwrap();
     let mut decoded = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&compressed[..]), &mut decoded).unwrap();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(&compressed[..]),
+        &mut decoded,
+    )
+    .unwrap();
     assert_eq!(decoded, example_flags());
     app.stop().await;
 }
@@ -70,28 +82,60 @@ async fn serves_flags_from_a_file_with_and_without_gzip() {
 async fn remote_evaluation_by_header_body_and_query() {
     let app = local_app().await;
     let user_json = user().to_string();
-    for encoded in [STANDARD.encode(&user_json), URL_SAFE_NO_PAD.encode(&user_json)] {
-        let response = app.get("/sdk/v2/vardata?v=0", KEY).header("X-Amp-Exp-User", encoded).send().await.unwrap();
+    for encoded in [
+        STANDARD.encode(&user_json),
+        URL_SAFE_NO_PAD.encode(&user_json),
+    ] {
+        let response = app
+            .get("/sdk/v2/vardata?v=0", KEY)
+            .header("X-Amp-Exp-User", encoded)
+            .send()
+            .await
+            .unwrap();
         let (status, results) = json_of(response).await;
         assert_eq!(status, 200);
         assert_example_results(&results);
-        assert_eq!(results["dark-mode"]["key"], "on", "v2 keeps undeployed flags");
+        assert_eq!(
+            results["dark-mode"]["key"], "on",
+            "v2 keeps undeployed flags"
+        );
     }
-    let response = app.post("/sdk/v2/vardata", KEY).body(user_json.clone()).send().await.unwrap();
+    let response = app
+        .post("/sdk/v2/vardata", KEY)
+        .body(user_json.clone())
+        .send()
+        .await
+        .unwrap();
     let (status, results) = json_of(response).await;
     assert_eq!(status, 200);
     assert_example_results(&results);
 
     // v1 drops default variants and undeployed flags.
-    let response = app.post("/v1/vardata", KEY).body(user_json.clone()).send().await.unwrap();
+    let response = app
+        .post("/v1/vardata", KEY)
+        .body(user_json.clone())
+        .send()
+        .await
+        .unwrap();
     let (_, v1) = json_of(response).await;
     assert!(v1.get("dark-mode").is_none());
-    assert!(v1.as_object().unwrap().values().all(|v| v["metadata"]["default"] != json!(true)));
+    assert!(v1
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|v| v["metadata"]["default"] != json!(true)));
     let query = "/v1/vardata?user_id=u1&device_id=d1&context=%7B%22country%22%3A%22Canada%22%2C%22user_properties%22%3A%7B%22plan%22%3A%22pro%22%7D%7D";
     let (status, v1_get) = json_of(app.get(query, KEY).send().await.unwrap()).await;
     assert_eq!(status, 200);
     assert_eq!(v1_get, v1);
-    let (_, sdk_v1) = json_of(app.get("/sdk/vardata", KEY).header("X-Amp-Exp-User", STANDARD.encode(&user_json)).send().await.unwrap()).await;
+    let (_, sdk_v1) = json_of(
+        app.get("/sdk/vardata", KEY)
+            .header("X-Amp-Exp-User", STANDARD.encode(&user_json))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(sdk_v1, v1);
     app.stop().await;
 }
@@ -100,13 +144,34 @@ async fn remote_evaluation_by_header_body_and_query() {
 async fn flag_keys_select_flags_and_their_dependencies() {
     let app = local_app().await;
     let keys = URL_SAFE_NO_PAD.encode(r#"["new-pricing"]"#);
-    let response = app.post("/sdk/v2/vardata", KEY).header("X-Amp-Exp-Flag-Keys", keys).body(user().to_string()).send().await.unwrap();
+    let response = app
+        .post("/sdk/v2/vardata", KEY)
+        .header("X-Amp-Exp-Flag-Keys", keys)
+        .body(user().to_string())
+        .send()
+        .await
+        .unwrap();
     let (_, results) = json_of(response).await;
-    let mut keys: Vec<&str> = results.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = results
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort();
     assert_eq!(keys, ["checkout-experiment", "new-pricing"]);
-    let (_, results) = json_of(app.post("/sdk/v2/vardata?flag_key=welcome-banner", KEY).body("{}").send().await.unwrap()).await;
-    assert_eq!(results, json!({"welcome-banner": {"key": "off", "metadata": {"default": true, "deployed": true, "evaluationMode": "local", "flagType": "release", "flagVersion": 4, "segmentName": "All Other Users"}}}));
+    let (_, results) = json_of(
+        app.post("/sdk/v2/vardata?flag_key=welcome-banner", KEY)
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        results,
+        json!({"welcome-banner": {"key": "off", "metadata": {"default": true, "deployed": true, "evaluationMode": "local", "flagType": "release", "flagVersion": 4, "segmentName": "All Other Users"}}})
+    );
     app.stop().await;
 }
 
@@ -115,8 +180,12 @@ async fn authentication_failures_are_401_with_json() {
     let app = local_app().await;
     for request in [
         app.client.get(app.url("/sdk/v2/flags")),
-        app.client.get(app.url("/sdk/v2/flags")).header("Authorization", "Api-Key"),
-        app.client.get(app.url("/sdk/v2/flags")).header("Authorization", "Bearer x"),
+        app.client
+            .get(app.url("/sdk/v2/flags"))
+            .header("Authorization", "Api-Key"),
+        app.client
+            .get(app.url("/sdk/v2/flags"))
+            .header("Authorization", "Bearer x"),
         app.get("/sdk/v2/flags", "unknown-key"),
         app.get("/sdk/v2/vardata", "unknown-key"),
         app.post("/v1/vardata", "unknown-key").body("{}"),
@@ -132,10 +201,14 @@ async fn authentication_failures_are_401_with_json() {
 async fn malformed_input_is_400_never_500() {
     let app = local_app().await;
     let cases = [
-        app.get("/sdk/v2/vardata", KEY).header("X-Amp-Exp-User", "%%%not-base64"),
-        app.get("/sdk/v2/vardata", KEY).header("X-Amp-Exp-User", STANDARD.encode("[1,2]")),
-        app.get("/sdk/v2/vardata", KEY).header("X-Amp-Exp-User", STANDARD.encode("{\"a\":")),
-        app.get("/sdk/v2/vardata", KEY).header("X-Amp-Exp-Flag-Keys", STANDARD.encode("{}")),
+        app.get("/sdk/v2/vardata", KEY)
+            .header("X-Amp-Exp-User", "%%%not-base64"),
+        app.get("/sdk/v2/vardata", KEY)
+            .header("X-Amp-Exp-User", STANDARD.encode("[1,2]")),
+        app.get("/sdk/v2/vardata", KEY)
+            .header("X-Amp-Exp-User", STANDARD.encode("{\"a\":")),
+        app.get("/sdk/v2/vardata", KEY)
+            .header("X-Amp-Exp-Flag-Keys", STANDARD.encode("{}")),
         app.post("/sdk/v2/vardata", KEY).body("not json"),
         app.post("/sdk/v2/vardata", KEY).body(""),
         app.post("/sdk/v2/vardata", KEY).body("\"a string\""),
@@ -147,12 +220,26 @@ async fn malformed_input_is_400_never_500() {
         assert!(body["error"].is_string());
     }
     let huge = format!("{{\"user_id\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
-    let (status, body) = json_of(app.post("/sdk/v2/vardata", KEY).body(huge).send().await.unwrap()).await;
+    let (status, body) = json_of(
+        app.post("/sdk/v2/vardata", KEY)
+            .body(huge)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 413);
     assert!(body["error"].is_string());
     let (status, _) = json_of(app.get("/no/such/path", KEY).send().await.unwrap()).await;
     assert_eq!(status, 404);
-    let (status, _) = json_of(app.client.delete(app.url("/sdk/v2/vardata")).send().await.unwrap()).await;
+    let (status, _) = json_of(
+        app.client
+            .delete(app.url("/sdk/v2/vardata"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 405);
     let (status, _) = json_of(app.client.post(app.url("/shutdown")).send().await.unwrap()).await;
     assert_eq!(status, 404, "there is no unauthenticated shutdown URL");
@@ -167,13 +254,19 @@ async fn cors_preflight_allows_sdk_headers() {
         .request(reqwest::Method::OPTIONS, app.url("/sdk/v2/vardata"))
         .header("Origin", "https://app.example.com")
         .header("Access-Control-Request-Method", "GET")
-        .header("Access-Control-Request-Headers", "authorization,x-amp-exp-user")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,x-amp-exp-user",
+        )
         .send()
         .await
         .unwrap();
     assert!(response.status().is_success());
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
-    let allowed = response.headers()["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    let allowed = response.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
     assert!(allowed.contains("x-amp-exp-user") && allowed.contains("authorization"));
     app.stop().await;
 }
@@ -181,10 +274,14 @@ async fn cors_preflight_allows_sdk_headers() {
 #[tokio::test]
 async fn flags_file_changes_are_picked_up_and_bad_files_keep_the_last_good_flags() {
     let app = local_app().await;
-    let one_flag = r#"[{"key":"only","segments":[{"variant":"on"}],"variants":{"on":{"key":"on"}}}]"#;
+    let one_flag =
+        r#"[{"key":"only","segments":[{"variant":"on"}],"variants":{"on":{"key":"on"}}}]"#;
     std::fs::write(app.file("flags.json"), one_flag).unwrap();
     let probe = |app: &TestApp| app.get("/sdk/v2/flags", KEY).send();
-    eventually(Duration::from_secs(5), || async { probe(&app).await.unwrap().text().await.unwrap() == one_flag }).await;
+    eventually(Duration::from_secs(5), || async {
+        probe(&app).await.unwrap().text().await.unwrap() == one_flag
+    })
+    .await;
     std::fs::write(app.file("flags.json"), "[{\"broken\"").unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(probe(&app).await.unwrap().text().await.unwrap(), one_flag);
@@ -198,8 +295,20 @@ async fn status_health_readiness_and_metrics() {
     assert_eq!(response.text().await.unwrap(), "OK");
     let (status, _) = json_of(app.client.get(app.url("/healthz")).send().await.unwrap()).await;
     assert_eq!(status, 200);
-    app.post("/sdk/v2/vardata", KEY).body("{}").send().await.unwrap();
-    let metrics = app.client.get(format!("http://{}/metrics", app.metrics_addr)).send().await.unwrap().text().await.unwrap();
+    app.post("/sdk/v2/vardata", KEY)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let metrics = app
+        .client
+        .get(format!("http://{}/metrics", app.metrics_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "amplitude_proxy_request_total",
         "amplitude_proxy_evaluation_request_total",
@@ -219,9 +328,22 @@ async fn readiness_waits_for_flags_and_unreadable_files_are_not_ready() {
     let app = TestApp::spawn(&config, &[]).await; // flags.json does not exist yet
     let (status, body) = json_of(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
     assert_eq!(status, 503);
-    assert!(body["reasons"][0].as_str().unwrap().contains("not loaded"), "{body}");
-    let (status, _) = json_of(app.post("/sdk/v2/vardata", KEY).body("{}").send().await.unwrap()).await;
-    assert_eq!(status, 503, "a configured deployment without flags yet is unavailable, not unknown");
+    assert!(
+        body["reasons"][0].as_str().unwrap().contains("not loaded"),
+        "{body}"
+    );
+    let (status, _) = json_of(
+        app.post("/sdk/v2/vardata", KEY)
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        status, 503,
+        "a configured deployment without flags yet is unavailable, not unknown"
+    );
     std::fs::write(app.file("flags.json"), example_flags()).unwrap();
     app.wait_ready().await;
     app.stop().await;
@@ -241,30 +363,68 @@ fn vendor_config(fake: &FakeAmplitude) -> String {
 #[tokio::test]
 async fn syncs_deployments_and_flags_from_amplitude_with_retries_and_paging() {
     let fake = FakeAmplitude::start(MANAGEMENT_KEY).await;
-    fake.set_deployments(&[("client-deployment-aaaa1", false), ("client-deployment-bbbb2", false), ("client-deleted-cccc3", true)]);
+    fake.set_deployments(&[
+        ("client-deployment-aaaa1", false),
+        ("client-deployment-bbbb2", false),
+        ("client-deleted-cccc3", true),
+    ]);
     fake.set_page_size(1);
     fake.set_flags("client-deployment-aaaa1", &example_flags());
     fake.set_flags("client-deployment-bbbb2", "[]");
-    fake.fail_next("/api/1/deployments", &[500, 429]);
+    // 100 + 200 + 400 ms of retries: long enough to observe readiness before the first sync.
+    fake.fail_next("/api/1/deployments", &[500, 429, 503]);
     fake.fail_next("/sdk/v2/flags", &[502, 503]);
     let app = TestApp::spawn(&vendor_config(&fake), &[]).await;
+    let (status, body) = json_of(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(status, 503, "not ready before the first sync: {body}");
+    assert!(body["reasons"][0].as_str().unwrap().contains("deployments not fetched yet"), "{body}");
     app.wait_ready().await;
 
-    let (status, results) = json_of(app.post("/sdk/v2/vardata", "client-deployment-aaaa1").body(user().to_string()).send().await.unwrap()).await;
+    let (status, results) = json_of(
+        app.post("/sdk/v2/vardata", "client-deployment-aaaa1")
+            .body(user().to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_example_results(&results);
-    let (status, results) = json_of(app.post("/sdk/v2/vardata", "client-deployment-bbbb2").body("{}").send().await.unwrap()).await;
+    let (status, results) = json_of(
+        app.post("/sdk/v2/vardata", "client-deployment-bbbb2")
+            .body("{}")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((status, results), (200, json!({})));
-    let (status, _) = json_of(app.get("/sdk/v2/flags", "client-deleted-cccc3").send().await.unwrap()).await;
+    let (status, _) = json_of(
+        app.get("/sdk/v2/flags", "client-deleted-cccc3")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 401, "deleted deployments are not accepted");
 
     let flag_requests = fake.requests("/sdk/v2/flags");
     let first = &flag_requests[0];
     assert_eq!(first.query.get("v").map(String::as_str), Some("0"));
-    assert!(first.library.as_deref().unwrap().starts_with("evaluation-proxy/"));
+    assert!(first
+        .library
+        .as_deref()
+        .unwrap()
+        .starts_with("evaluation-proxy/"));
     let listings = fake.requests("/api/1/deployments");
-    assert_eq!(listings[0].authorization.as_deref(), Some("Bearer management-key-1"));
-    assert!(listings.iter().any(|r| r.query.get("cursor").is_some()), "nextCursor is followed");
+    assert_eq!(
+        listings[0].authorization.as_deref(),
+        Some("Bearer management-key-1")
+    );
+    assert!(
+        listings.iter().any(|r| r.query.contains_key("cursor")),
+        "nextCursor is followed"
+    );
     app.stop().await;
 }
 
@@ -282,8 +442,14 @@ async fn deployments_added_and_removed_upstream_follow_within_a_sync() {
     };
     assert_eq!(status_of("client-deployment-new-dddd4").await, 401);
     fake.set_deployments(&[("client-deployment-new-dddd4", false)]);
-    eventually(Duration::from_secs(5), || async { status_of("client-deployment-new-dddd4").await == 200 }).await;
-    eventually(Duration::from_secs(5), || async { status_of("client-deployment-aaaa1").await == 401 }).await;
+    eventually(Duration::from_secs(5), || async {
+        status_of("client-deployment-new-dddd4").await == 200
+    })
+    .await;
+    eventually(Duration::from_secs(5), || async {
+        status_of("client-deployment-aaaa1").await == 401
+    })
+    .await;
     app.stop().await;
 }
 
@@ -298,7 +464,14 @@ async fn vendor_failures_keep_serving_the_last_known_good_flags() {
     fake.fail_next("/sdk/v2/flags", &[500; 64]);
     fake.fail_next("/api/1/deployments", &[500; 64]);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let (status, results) = json_of(app.post("/sdk/v2/vardata", "client-deployment-aaaa1").body(user().to_string()).send().await.unwrap()).await;
+    let (status, results) = json_of(
+        app.post("/sdk/v2/vardata", "client-deployment-aaaa1")
+            .body(user().to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_example_results(&results);
     app.stop().await;
@@ -311,5 +484,8 @@ async fn shutdown_turns_readiness_off_and_stops_listening() {
     let started = std::time::Instant::now();
     app.stop().await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed after shutdown");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed after shutdown"
+    );
 }

@@ -58,7 +58,8 @@ impl DeploymentSnapshot {
     }
 
     fn confirm(&self) {
-        self.confirmed_at_millis.store(now_millis(), Ordering::Relaxed);
+        self.confirmed_at_millis
+            .store(now_millis(), Ordering::Relaxed);
     }
 }
 
@@ -69,7 +70,10 @@ fn now_millis() -> u64 {
 }
 
 fn gzip(data: &[u8]) -> Bytes {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), Compression::default());
+    let mut encoder = GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        Compression::default(),
+    );
     // Writing to a Vec cannot fail.
     let _ = encoder.write_all(data);
     Bytes::from(encoder.finish().unwrap_or_default())

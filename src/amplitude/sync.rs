@@ -116,7 +116,12 @@ impl Syncer {
     }
 
     /// Re-lists the project's deployments forever, starting and stopping flag loops.
-    async fn deployments_loop(&self, project: usize, management_key: String, cancel: CancellationToken) {
+    async fn deployments_loop(
+        &self,
+        project: usize,
+        management_key: String,
+        cancel: CancellationToken,
+    ) {
         let mut running: HashMap<String, CancellationToken> = HashMap::new();
         loop {
             metrics::counter!(m::DEPLOYMENTS_FETCH).increment(1);
@@ -135,7 +140,10 @@ impl Syncer {
                     tracing::error!(project, %error, "listing deployments failed; keeping the known ones");
                 }
             }
-            if !self.sleep(self.settings.deployment_sync_interval, &cancel).await {
+            if !self
+                .sleep(self.settings.deployment_sync_interval, &cancel)
+                .await
+            {
                 return;
             }
         }
@@ -180,7 +188,8 @@ impl Syncer {
                 _ = cancel.cancelled() => return,
                 fetched = self.client.flags(&self.settings.server_url, deployment) => fetched,
             };
-            self.publish(deployment, fetched.map_err(FetchError::Upstream)).await;
+            self.publish(deployment, fetched.map_err(FetchError::Upstream))
+                .await;
             if !self.sleep(self.settings.flag_sync_interval, &cancel).await {
                 return;
             }
@@ -198,8 +207,11 @@ impl Syncer {
             if stamp.is_none() || stamp != last_seen {
                 let read = tokio::fs::read(path).await.map(Bytes::from);
                 let ok = read.is_ok();
-                self.publish(deployment, read.map_err(|e| FetchError::File(path.to_owned(), e)))
-                    .await;
+                self.publish(
+                    deployment,
+                    read.map_err(|e| FetchError::File(path.to_owned(), e)),
+                )
+                .await;
                 // A missing or unreadable file is retried on the next tick.
                 last_seen = if ok { stamp } else { None };
             }
@@ -215,7 +227,11 @@ impl Syncer {
         metrics::counter!(m::FLAGS_FETCH).increment(1);
         let result = match fetched {
             Ok(json) => match parse_flags(&json) {
-                Ok(_) => self.store.put_flags(deployment, json).await.map_err(|e| e.to_string()),
+                Ok(_) => self
+                    .store
+                    .put_flags(deployment, json)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(format!("invalid flag configs: {e}")),
             },
             Err(e) => Err(e.to_string()),
@@ -266,7 +282,10 @@ mod tests {
         let base = Duration::from_secs(10);
         for _ in 0..1000 {
             let d = jittered(base, 0.1);
-            assert!(d >= Duration::from_secs(9) && d <= Duration::from_secs(11), "{d:?}");
+            assert!(
+                d >= Duration::from_secs(9) && d <= Duration::from_secs(11),
+                "{d:?}"
+            );
         }
         assert_eq!(jittered(base, 0.0), base);
     }

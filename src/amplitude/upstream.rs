@@ -35,7 +35,9 @@ impl RetryPolicy {
     /// The delay after failed attempt `n` (0-based).
     fn delay(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt);
-        self.initial_delay.saturating_mul(factor).min(self.max_delay)
+        self.initial_delay
+            .saturating_mul(factor)
+            .min(self.max_delay)
     }
 }
 
@@ -161,7 +163,11 @@ impl AmplitudeClient {
 
     /// Fetches the flag configs of a deployment (`GET /sdk/v2/flags?v=0`, Api-Key). The body
     /// is returned as is; it is validated by whoever compiles it.
-    pub async fn flags(&self, server_url: &str, deployment_key: &str) -> Result<Bytes, UpstreamError> {
+    pub async fn flags(
+        &self,
+        server_url: &str,
+        deployment_key: &str,
+    ) -> Result<Bytes, UpstreamError> {
         let url = join_url(server_url, "/sdk/v2/flags");
         let request = self
             .http
@@ -174,7 +180,11 @@ impl AmplitudeClient {
 
     /// Sends with retries: 429, 5xx and transport errors are retried with backoff; any other
     /// status of 400 or more fails at once.
-    async fn send(&self, url: &str, request: reqwest::RequestBuilder) -> Result<Bytes, UpstreamError> {
+    async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Bytes, UpstreamError> {
         let mut attempt = 0;
         loop {
             let Some(this_try) = request.try_clone() else {
@@ -184,21 +194,28 @@ impl AmplitudeClient {
                 });
             };
             let error = match this_try.send().await {
-                Ok(response) if response.status().as_u16() < 400 => {
-                    match response.bytes().await {
-                        Ok(body) => return Ok(body),
-                        Err(source) => UpstreamError::Transport { url: url.to_owned(), source },
-                    }
-                }
+                Ok(response) if response.status().as_u16() < 400 => match response.bytes().await {
+                    Ok(body) => return Ok(body),
+                    Err(source) => UpstreamError::Transport {
+                        url: url.to_owned(),
+                        source,
+                    },
+                },
                 Ok(response) => {
                     let status = response.status();
-                    let error = UpstreamError::Status { url: url.to_owned(), status };
+                    let error = UpstreamError::Status {
+                        url: url.to_owned(),
+                        status,
+                    };
                     if !is_retryable(status) {
                         return Err(error);
                     }
                     error
                 }
-                Err(source) => UpstreamError::Transport { url: url.to_owned(), source },
+                Err(source) => UpstreamError::Transport {
+                    url: url.to_owned(),
+                    source,
+                },
             };
             tracing::warn!(attempt = attempt + 1, error = %error, "upstream request failed");
             attempt += 1;
@@ -234,8 +251,14 @@ mod tests {
 
     #[test]
     fn join_keeps_path_prefixes() {
-        assert_eq!(join_url("https://h/prefix/", "/sdk/v2/flags"), "https://h/prefix/sdk/v2/flags");
-        assert_eq!(join_url("http://h:1", "/api/1/deployments"), "http://h:1/api/1/deployments");
+        assert_eq!(
+            join_url("https://h/prefix/", "/sdk/v2/flags"),
+            "https://h/prefix/sdk/v2/flags"
+        );
+        assert_eq!(
+            join_url("http://h:1", "/api/1/deployments"),
+            "http://h:1/api/1/deployments"
+        );
     }
 
     #[test]

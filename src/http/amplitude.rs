@@ -41,7 +41,10 @@ fn snapshot(state: &AppState, headers: &HeaderMap) -> Result<Arc<DeploymentSnaps
 }
 
 /// `GET /sdk/v2/flags`: the deployment's flag configs, pre-serialised (and pre-compressed).
-pub async fn get_flags(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn get_flags(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let snapshot = snapshot(&state, &headers)?;
     let mut response = if request::accepts_gzip(&headers) {
         let mut response = snapshot.flags_json_gzip.clone().into_response();
@@ -53,18 +56,29 @@ pub async fn get_flags(State(state): State<AppState>, headers: HeaderMap) -> Res
         snapshot.flags_json.clone().into_response()
     };
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     Ok(response)
 }
 
 /// `GET /sdk/v2/vardata`.
-pub async fn get_vardata_v2(state: State<AppState>, headers: HeaderMap, query: RawQuery) -> Result<Response, ApiError> {
+pub async fn get_vardata_v2(
+    state: State<AppState>,
+    headers: HeaderMap,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
     evaluate_get(state, headers, query, Flavor::V2)
 }
 
 /// `GET /sdk/vardata` and `GET /v1/vardata`.
-pub async fn get_vardata_v1(state: State<AppState>, headers: HeaderMap, query: RawQuery) -> Result<Response, ApiError> {
+pub async fn get_vardata_v1(
+    state: State<AppState>,
+    headers: HeaderMap,
+    query: RawQuery,
+) -> Result<Response, ApiError> {
     evaluate_get(state, headers, query, Flavor::V1)
 }
 
@@ -108,7 +122,8 @@ fn evaluate_post(
     flavor: Flavor,
 ) -> Result<Response, ApiError> {
     let snapshot = snapshot(&state, &headers)?;
-    let body = body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+    let body =
+        body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
     let user = request::parse_user_object(&body, "request body")?;
     let query = Query::parse(query.as_deref());
     evaluate(&snapshot, &headers, &query, user, flavor)
@@ -127,11 +142,17 @@ fn evaluate(
     let _track = TrackMode::from_headers(headers);
     let context = user_to_context(user);
     metrics::counter!(m::EVALUATION).increment(1);
-    let results = snapshot.flags.evaluate(&context, &flag_keys).map_err(|error| {
-        metrics::counter!(m::EVALUATION_FAILURE).increment(1);
-        tracing::error!(%error, "evaluation failed");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("flag configuration error: {error}"))
-    })?;
+    let results = snapshot
+        .flags
+        .evaluate(&context, &flag_keys)
+        .map_err(|error| {
+            metrics::counter!(m::EVALUATION_FAILURE).increment(1);
+            tracing::error!(%error, "evaluation failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("flag configuration error: {error}"),
+            )
+        })?;
     let mut body = Vec::with_capacity(64 * results.len() + 2);
     results.write_json(&mut body, flavor == Flavor::V1);
     Ok(json_response(body))
@@ -139,8 +160,9 @@ fn evaluate(
 
 fn json_response(body: Vec<u8>) -> Response {
     let mut response = Bytes::from(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }

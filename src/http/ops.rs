@@ -26,7 +26,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         reasons.insert(0, "shutting down".to_owned());
     }
     if reasons.is_empty() {
-        (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))).into_response()
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready" })),
+        )
+            .into_response()
     } else {
         let body = serde_json::json!({ "status": "not ready", "reasons": reasons });
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
@@ -37,9 +41,21 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics_page(State(state): State<AppState>) -> Response {
     for (key, snapshot) in state.registry.snapshots() {
         let label = m::mask_key(&key);
-        metrics::gauge!(m::SNAPSHOT_AGE_SECONDS, "deployment" => label.clone()).set(snapshot.age_seconds());
+        metrics::gauge!(m::SNAPSHOT_AGE_SECONDS, "deployment" => label.clone())
+            .set(snapshot.age_seconds());
         metrics::gauge!(m::SNAPSHOT_FLAGS, "deployment" => label).set(snapshot.flags.len() as f64);
     }
-    let text = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

@@ -79,14 +79,21 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
 pub fn parse_user_object(bytes: &[u8], what: &str) -> Result<IndexMap<String, Value>, ApiError> {
     match Value::from_json_slice(bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::bad_request(format!("{what} must be a JSON object"))),
-        Err(e) => Err(ApiError::bad_request(format!("{what} is not valid JSON: {e}"))),
+        Ok(_) => Err(ApiError::bad_request(format!(
+            "{what} must be a JSON object"
+        ))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "{what} is not valid JSON: {e}"
+        ))),
     }
 }
 
 /// The user of a GET request: `X-Amp-Exp-User` if present, else the `context` query parameter,
 /// then `user_id` and `device_id` query parameters override those fields.
-pub fn user_from_get(headers: &HeaderMap, query: &Query) -> Result<IndexMap<String, Value>, ApiError> {
+pub fn user_from_get(
+    headers: &HeaderMap,
+    query: &Query,
+) -> Result<IndexMap<String, Value>, ApiError> {
     let mut user = match headers.get(USER_HEADER) {
         Some(value) => {
             let text = value
@@ -113,7 +120,9 @@ pub fn user_from_get(headers: &HeaderMap, query: &Query) -> Result<IndexMap<Stri
 /// comma-separated `flag_keys` or `flag_key` query parameter. Empty means all flags.
 pub fn flag_keys(headers: &HeaderMap, query: &Query) -> Result<Vec<String>, ApiError> {
     if let Some(value) = headers.get(FLAG_KEYS_HEADER) {
-        let invalid = || ApiError::bad_request("X-Amp-Exp-Flag-Keys must be base64 of a JSON array of strings");
+        let invalid = || {
+            ApiError::bad_request("X-Amp-Exp-Flag-Keys must be base64 of a JSON array of strings")
+        };
         let text = value.to_str().map_err(|_| invalid())?;
         let json = decode_base64(text).ok_or_else(invalid)?;
         return serde_json::from_slice::<Vec<String>>(&json).map_err(|_| invalid());
@@ -127,7 +136,10 @@ pub fn flag_keys(headers: &HeaderMap, query: &Query) -> Result<Vec<String>, ApiE
 /// Whether the client accepts a gzip-encoded response (`Accept-Encoding` lists gzip with a
 /// non-zero quality, or `*`).
 pub fn accepts_gzip(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     value.split(',').any(|item| {
@@ -158,7 +170,10 @@ impl Query {
 
     /// The first value of a parameter, as the reference proxy reads it.
     pub fn first(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -177,11 +192,26 @@ mod tests {
 
     #[test]
     fn deployment_key_scheme_is_case_insensitive() {
-        assert_eq!(deployment_key(&headers(&[("authorization", "Api-Key abc")])), Some("abc"));
-        assert_eq!(deployment_key(&headers(&[("authorization", "api-key  abc ")])), Some("abc"));
-        assert_eq!(deployment_key(&headers(&[("authorization", "Api-Key")])), None);
-        assert_eq!(deployment_key(&headers(&[("authorization", "Api-Key ")])), None);
-        assert_eq!(deployment_key(&headers(&[("authorization", "Bearer abc")])), None);
+        assert_eq!(
+            deployment_key(&headers(&[("authorization", "Api-Key abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            deployment_key(&headers(&[("authorization", "api-key  abc ")])),
+            Some("abc")
+        );
+        assert_eq!(
+            deployment_key(&headers(&[("authorization", "Api-Key")])),
+            None
+        );
+        assert_eq!(
+            deployment_key(&headers(&[("authorization", "Api-Key ")])),
+            None
+        );
+        assert_eq!(
+            deployment_key(&headers(&[("authorization", "Bearer abc")])),
+            None
+        );
         assert_eq!(deployment_key(&HeaderMap::new()), None);
     }
 
@@ -196,25 +226,49 @@ mod tests {
 
     #[test]
     fn query_user_overrides_context() {
-        let query = Query::parse(Some("context=%7B%22user_id%22%3A%22a%22%2C%22x%22%3A1%7D&user_id=b&device_id=d"));
+        let query = Query::parse(Some(
+            "context=%7B%22user_id%22%3A%22a%22%2C%22x%22%3A1%7D&user_id=b&device_id=d",
+        ));
         let user = user_from_get(&HeaderMap::new(), &query).unwrap();
-        assert_eq!(Value::Object(user).to_json_string(), r#"{"user_id":"b","x":1,"device_id":"d"}"#);
+        assert_eq!(
+            Value::Object(user).to_json_string(),
+            r#"{"user_id":"b","x":1,"device_id":"d"}"#
+        );
     }
 
     #[test]
     fn flag_keys_from_header_or_query() {
         let encoded = STANDARD.encode(br#"["a","b"]"#);
-        let from_header = flag_keys(&headers(&[("x-amp-exp-flag-keys", &encoded)]), &Query::default());
+        let from_header = flag_keys(
+            &headers(&[("x-amp-exp-flag-keys", &encoded)]),
+            &Query::default(),
+        );
         assert_eq!(from_header.unwrap(), ["a", "b"]);
-        assert_eq!(flag_keys(&HeaderMap::new(), &Query::parse(Some("flag_key=a,b"))).unwrap(), ["a", "b"]);
-        assert_eq!(flag_keys(&HeaderMap::new(), &Query::parse(Some("flag_keys=c"))).unwrap(), ["c"]);
-        assert!(flag_keys(&headers(&[("x-amp-exp-flag-keys", "e30")]), &Query::default()).is_err());
+        assert_eq!(
+            flag_keys(&HeaderMap::new(), &Query::parse(Some("flag_key=a,b"))).unwrap(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            flag_keys(&HeaderMap::new(), &Query::parse(Some("flag_keys=c"))).unwrap(),
+            ["c"]
+        );
+        assert!(flag_keys(
+            &headers(&[("x-amp-exp-flag-keys", "e30")]),
+            &Query::default()
+        )
+        .is_err());
     }
 
     #[test]
     fn gzip_acceptance() {
-        assert!(accepts_gzip(&headers(&[("accept-encoding", "gzip, deflate")])));
-        assert!(accepts_gzip(&headers(&[("accept-encoding", "br;q=1, GZIP;q=0.5")])));
+        assert!(accepts_gzip(&headers(&[(
+            "accept-encoding",
+            "gzip, deflate"
+        )])));
+        assert!(accepts_gzip(&headers(&[(
+            "accept-encoding",
+            "br;q=1, GZIP;q=0.5"
+        )])));
         assert!(!accepts_gzip(&headers(&[("accept-encoding", "gzip;q=0")])));
         assert!(!accepts_gzip(&headers(&[("accept-encoding", "identity")])));
         assert!(!accepts_gzip(&HeaderMap::new()));
@@ -222,7 +276,10 @@ mod tests {
 
     #[test]
     fn track_mode() {
-        assert_eq!(TrackMode::from_headers(&headers(&[("x-amp-exp-track", "no-track")])), TrackMode::NoTrack);
+        assert_eq!(
+            TrackMode::from_headers(&headers(&[("x-amp-exp-track", "no-track")])),
+            TrackMode::NoTrack
+        );
         assert_eq!(TrackMode::from_headers(&HeaderMap::new()), TrackMode::Track);
     }
 }

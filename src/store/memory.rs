@@ -39,7 +39,9 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, StoredFlags>> {
         // A panic while holding this lock cannot leave the map half-written (every update is a
         // single insert or remove), so a poisoned lock is safe to keep using.
-        self.flags.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.flags
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -91,16 +93,40 @@ mod tests {
     async fn versions_increase_only_on_change_and_changes_are_signalled() {
         let store = MemoryStore::new();
         let mut changes = store.subscribe();
-        assert_eq!(store.put_flags("d", Bytes::from_static(b"[]")).await.unwrap(), 1);
-        assert_eq!(store.put_flags("d", Bytes::from_static(b"[]")).await.unwrap(), 1);
-        assert_eq!(store.put_flags("d", Bytes::from_static(b"[1]")).await.unwrap(), 2);
         assert_eq!(
-            changes.recv().await.unwrap(),
-            Change::Flags { deployment: "d".into(), version: 1 }
+            store
+                .put_flags("d", Bytes::from_static(b"[]"))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .put_flags("d", Bytes::from_static(b"[]"))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .put_flags("d", Bytes::from_static(b"[1]"))
+                .await
+                .unwrap(),
+            2
         );
         assert_eq!(
             changes.recv().await.unwrap(),
-            Change::Flags { deployment: "d".into(), version: 2 }
+            Change::Flags {
+                deployment: "d".into(),
+                version: 1
+            }
+        );
+        assert_eq!(
+            changes.recv().await.unwrap(),
+            Change::Flags {
+                deployment: "d".into(),
+                version: 2
+            }
         );
         let stored = store.get_flags("d").await.unwrap().unwrap();
         assert_eq!(stored.json, Bytes::from_static(b"[1]"));
@@ -108,7 +134,9 @@ mod tests {
         assert_eq!(store.get_flags("d").await.unwrap(), None);
         assert_eq!(
             changes.recv().await.unwrap(),
-            Change::DeploymentRemoved { deployment: "d".into() }
+            Change::DeploymentRemoved {
+                deployment: "d".into()
+            }
         );
     }
 }

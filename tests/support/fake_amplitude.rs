@@ -55,7 +55,10 @@ impl FakeAmplitude {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url: format!("http://{addr}"), state }
+        Self {
+            url: format!("http://{addr}"),
+            state,
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
@@ -64,7 +67,12 @@ impl FakeAmplitude {
 
     /// Sets the project's deployments (key, deleted).
     pub fn set_deployments(&self, deployments: &[(&str, bool)]) {
-        self.with(|s| s.deployments = deployments.iter().map(|(k, d)| (k.to_string(), *d)).collect());
+        self.with(|s| {
+            s.deployments = deployments
+                .iter()
+                .map(|(k, d)| (k.to_string(), *d))
+                .collect()
+        });
     }
 
     /// Deployments per management API page.
@@ -87,12 +95,28 @@ impl FakeAmplitude {
 
     /// Requests received so far for `path`.
     pub fn requests(&self, path: &str) -> Vec<Recorded> {
-        self.with(|s| s.requests.iter().filter(|r| r.path == path).cloned().collect())
+        self.with(|s| {
+            s.requests
+                .iter()
+                .filter(|r| r.path == path)
+                .cloned()
+                .collect()
+        })
     }
 }
 
-fn record(state: &mut FakeState, path: &str, query: &HashMap<String, String>, headers: &HeaderMap) -> Option<StatusCode> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+fn record(
+    state: &mut FakeState,
+    path: &str,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Option<StatusCode> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     state.requests.push(Recorded {
         path: path.to_owned(),
         query: query.clone(),
@@ -115,7 +139,10 @@ async fn deployments(
     if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    let start: usize = query.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let start: usize = query
+        .get("cursor")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let end = (start + state.page_size).min(state.deployments.len());
     let page: Vec<serde_json::Value> = state.deployments[start..end]
         .iter()

@@ -55,12 +55,16 @@ impl TestApp {
 
     /// GET with the deployment key.
     pub fn get(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
-        self.client.get(self.url(path)).header("Authorization", format!("Api-Key {key}"))
+        self.client
+            .get(self.url(path))
+            .header("Authorization", format!("Api-Key {key}"))
     }
 
     /// POST with the deployment key.
     pub fn post(&self, path: &str, key: &str) -> reqwest::RequestBuilder {
-        self.client.post(self.url(path)).header("Authorization", format!("Api-Key {key}"))
+        self.client
+            .post(self.url(path))
+            .header("Authorization", format!("Api-Key {key}"))
     }
 
     /// Waits until `/readyz` answers 200.
@@ -70,7 +74,14 @@ impl TestApp {
         eventually(Duration::from_secs(10), || {
             let client = client.clone();
             let url = url.clone();
-            async move { client.get(&url).send().await.map(|r| r.status() == 200).unwrap_or(false) }
+            async move {
+                client
+                    .get(&url)
+                    .send()
+                    .await
+                    .map(|r| r.status() == 200)
+                    .unwrap_or(false)
+            }
         })
         .await;
     }
@@ -102,5 +113,6 @@ where
 
 /// The example flags of the quick start.
 pub fn example_flags() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flags.json")).unwrap()
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flags.json"))
+        .unwrap()
 }
