@@ -24,6 +24,7 @@ function variantPerFlag(c, results) {
 const MODES = {
   'node-server fetchV2': { all: true, expect: (c, r) => r },
   'node-server fetch (legacy)': { all: false, expect: (c, r) => dropDefaults(r) },
+  'node-server fetchV2, serverUrl ending in /': { all: false, expect: (c, r) => r },
   'js-client fetch+all': { all: true, expect: (c, r) => r, expKey: true },
   'js-client fetch+variant': { all: false, expect: variantPerFlag, expKey: true },
   'js-client start+all': { all: false, expect: (c, r) => r, expKey: true },

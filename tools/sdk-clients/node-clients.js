@@ -31,7 +31,7 @@ function installBrowserShims() {
 }
 
 installBrowserShims();
-const NodeExperiment = require('@amplitude/experiment-node-server').Experiment;
+const { RemoteEvaluationClient } = require('@amplitude/experiment-node-server');
 const JsExperiment = require('@amplitude/experiment-js-client').Experiment;
 
 const observed = {};
@@ -53,15 +53,18 @@ function record(mode, id, fn) {
 const plain = (v) => JSON.parse(JSON.stringify(v));
 
 const nodeRemotes = {};
-function nodeRemote(deploymentKey) {
-  if (!nodeRemotes[deploymentKey]) {
-    nodeRemotes[deploymentKey] = NodeExperiment.initializeRemote(deploymentKey, {
-      serverUrl: PROXY,
+/// `serverUrl` with a trailing slash makes the SDK request `//sdk/v2/vardata` (it concatenates).
+/// The client is constructed directly: `Experiment.initializeRemote` caches one per key.
+function nodeRemote(deploymentKey, trailingSlash = false) {
+  const id = `${deploymentKey}${trailingSlash ? '/' : ''}`;
+  if (!nodeRemotes[id]) {
+    nodeRemotes[id] = new RemoteEvaluationClient(deploymentKey, {
+      serverUrl: trailingSlash ? `${PROXY}/` : PROXY,
       fetchRetries: 0,
       fetchTimeoutMillis: 5000,
     });
   }
-  return nodeRemotes[deploymentKey];
+  return nodeRemotes[id];
 }
 
 let jsInstance = 0;
@@ -86,6 +89,9 @@ async function nodeServerCases(c) {
   if (!c.flagKeys) {
     // Deprecated fetch(): same GET /sdk/v2/vardata, defaults dropped by the SDK; errors give {}.
     await record('node-server fetch (legacy)', c.id, async () => plain(await nodeRemote(c.deploymentKey).fetch(c.user)));
+    await record('node-server fetchV2, serverUrl ending in /', c.id, async () =>
+      plain(await nodeRemote(c.deploymentKey, true).fetchV2(c.user)),
+    );
   }
 }
 

@@ -16,7 +16,8 @@ function send(res, status, body) {
 }
 
 function handle(req, res, body) {
-  const url = new URL(req.url, 'http://stub');
+  // Repeated slashes collapse, as at the proxy (`//sdk/v2/vardata` from a serverUrl ending in /).
+  const url = new URL(req.url.replace(/^\/+/, '/'), 'http://stub');
   if (url.pathname === '/readyz') return send(res, 200, 'OK');
   const auth = req.headers.authorization || '';
   const deployment = auth.startsWith('Api-Key ') ? byKey[auth.slice(8)] : undefined;
