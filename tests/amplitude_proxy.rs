@@ -332,6 +332,23 @@ async fn readiness_waits_for_flags_and_unreadable_files_are_not_ready() {
         body["reasons"][0].as_str().unwrap().contains("not loaded"),
         "{body}"
     );
+    // Once the sync has tried, readiness says why.
+    let readyz = app.url("/readyz");
+    eventually(Duration::from_secs(5), || async {
+        let body: Value = app
+            .client
+            .get(&readyz)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("last error: cannot read"))
+    })
+    .await;
     let (status, _) = json_of(
         app.post("/sdk/v2/vardata", KEY)
             .body("{}")
@@ -377,7 +394,13 @@ async fn syncs_deployments_and_flags_from_amplitude_with_retries_and_paging() {
     let app = TestApp::spawn(&vendor_config(&fake), &[]).await;
     let (status, body) = json_of(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
     assert_eq!(status, 503, "not ready before the first sync: {body}");
-    assert!(body["reasons"][0].as_str().unwrap().contains("deployments not fetched yet"), "{body}");
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("deployments not fetched yet"),
+        "{body}"
+    );
     app.wait_ready().await;
 
     let (status, results) = json_of(
