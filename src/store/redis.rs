@@ -6,6 +6,12 @@
 //! start-up [`RedisStore::connect`] migrates the keyspace ([`super::migrate`]) and starts a
 //! follower that turns pub/sub messages into [`Change`] / [`CohortChange`] signals.
 //!
+//! Every write publishes its change on the channel (inside the Lua script for flags, so version
+//! and signal cannot disagree); every replica, the writer included, signals its subscribers from
+//! that one ordered source, so a change is signalled once, usually within milliseconds. After
+//! (re)subscribing, the follower compares the version keys (`{flags}:versions`, the cohort
+//! index) with what it signalled and signals the differences: nothing is lost to an outage.
+//!
 //! # Key layout (schema version 2)
 //!
 //! `P` is the configured prefix (default `amplitude`; no braces). User-supplied segments
@@ -211,7 +217,8 @@ return 0",
     }
 }
 
-/// Versions this replica has signalled, so echoes of its own writes are not signalled twice.
+/// Versions this replica has signalled, so that a catch-up after (re)subscribing and the
+/// messages that arrived meanwhile do not signal the same version twice.
 #[derive(Debug, Default)]
 struct Known {
     flags: HashMap<String, u64>,
@@ -707,7 +714,6 @@ impl RedisStore {
             .arg(signal)
             .ignore();
         self.inner.pipe::<()>(&index).await?;
-        self.inner.note_cohort(id, description.last_modified);
         Ok(CohortWrite::Written {
             added: added_count,
             removed: removed_count,
@@ -738,9 +744,7 @@ impl Store for RedisStore {
             .arg(json.as_ref())
             .arg(deployment)
             .arg(keys.changes_channel());
-        let version: u64 = self.script(&invocation).await?;
-        self.inner.note_flags(deployment, version);
-        Ok(version)
+        self.script(&invocation).await
     }
 
     async fn get_flags(&self, deployment: &str) -> Result<Option<StoredFlags>, StoreError> {
@@ -770,13 +774,7 @@ impl Store for RedisStore {
             .key(keys.flag_versions())
             .arg(deployment)
             .arg(keys.changes_channel());
-        let removed: u64 = self.script(&invocation).await?;
-        if removed > 0 {
-            // Signal even if this replica never signalled the deployment's flags.
-            let mut known = self.inner.known.lock().unwrap_or_else(|p| p.into_inner());
-            known.flags.insert(deployment.to_owned(), 0);
-        }
-        self.inner.note_flags_removed(deployment);
+        self.script::<u64>(&invocation).await?;
         Ok(())
     }
 
@@ -920,11 +918,6 @@ impl Store for RedisStore {
                 .query::<()>(redis::cmd("DEL").arg(&removing))
                 .await?;
         }
-        if previous.is_some() {
-            let mut known = self.inner.known.lock().unwrap_or_else(|p| p.into_inner());
-            known.cohorts.entry(cohort_id.to_owned()).or_insert(0);
-        }
-        self.inner.note_cohort_removed(cohort_id);
         Ok(())
     }
 
