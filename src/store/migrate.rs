@@ -285,8 +285,7 @@ impl Lock {
             .key(inner.keys.migration_lock())
             .arg(&self.token)
             .arg(LOCK_TTL.as_millis() as u64);
-        let mut conn = inner.conn().await?;
-        let renewed: u64 = inner.timed(invocation.invoke_async(&mut *conn)).await?;
+        let renewed: u64 = inner.script(&invocation).await?;
         if renewed == 1 {
             Ok(())
         } else {
@@ -302,14 +301,7 @@ impl Lock {
         );
         let mut invocation = script.prepare_invoke();
         invocation.key(inner.keys.migration_lock()).arg(&self.token);
-        let released = match inner.conn().await {
-            Ok(mut conn) => inner
-                .timed(invocation.invoke_async::<u64>(&mut *conn))
-                .await
-                .map(|_| ()),
-            Err(error) => Err(error),
-        };
-        if let Err(error) = released {
+        if let Err(error) = inner.script::<u64>(&invocation).await {
             tracing::warn!(%error, "could not release the migration lock; it expires on its own");
         }
     }

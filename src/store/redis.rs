@@ -42,7 +42,6 @@
 //! (`SMEMBERS`, at most one id per cohort), one description + blob (`MGET`).
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -113,8 +112,15 @@ impl RedisSettings {
     }
 }
 
+/// A pooled connection, and whether a failure showed it to be unusable.
+pub struct Connection {
+    conn: MultiplexedConnection,
+    broken: bool,
+}
+
 /// Opens multiplexed connections with the configured timeouts (`bb8-redis`'s manager would use
-/// the redis crate's defaults of 1 s to connect and 500 ms per response instead).
+/// the redis crate's defaults of 1 s to connect and 500 ms per response instead, and can only
+/// detect a dead connection with a `PING` before every use).
 #[derive(Debug)]
 pub struct Manager {
     client: Client,
@@ -122,22 +128,34 @@ pub struct Manager {
 }
 
 impl bb8::ManageConnection for Manager {
-    type Connection = MultiplexedConnection;
+    type Connection = Connection;
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
-        self.client
+        let conn = self
+            .client
             .get_multiplexed_async_connection_with_config(&self.config)
-            .await
+            .await?;
+        Ok(Connection {
+            conn,
+            broken: false,
+        })
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
-        redis::cmd("PING").query_async::<()>(conn).await
+        redis::cmd("PING").query_async::<()>(&mut conn.conn).await
     }
 
-    fn has_broken(&self, _: &mut Self::Connection) -> bool {
-        false
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        conn.broken
     }
+}
+
+/// One round trip's worth of work.
+enum Request<'a> {
+    Cmd(&'a redis::Cmd),
+    Pipe(&'a redis::Pipeline),
+    Script(&'a redis::ScriptInvocation<'a>),
 }
 
 /// The Lua scripts, each touching keys of one hash tag only.
@@ -264,37 +282,63 @@ fn ms(duration: Duration) -> u64 {
 
 impl Inner {
     /// A pooled connection, within the connection timeout.
-    pub(crate) async fn conn(&self) -> Result<PooledConnection<'_, Manager>, StoreError> {
+    async fn conn(&self) -> Result<PooledConnection<'_, Manager>, StoreError> {
         self.pool.get().await.map_err(|error| match error {
             RunError::User(error) => unavailable(error),
             RunError::TimedOut => StoreError::Timeout(self.connection_timeout),
         })
     }
 
-    /// Runs one Redis round trip under the command timeout.
-    pub(crate) async fn timed<T>(
-        &self,
-        call: impl Future<Output = Result<T, RedisError>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.command_timeout, call).await {
-            Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(StoreError::Timeout(self.command_timeout)),
+    /// Runs one round trip on a pooled connection under the command timeout. A connection that
+    /// timed out or lost its socket is marked broken, so the pool drops it and opens another.
+    async fn exec<T: FromRedisValue>(&self, request: Request<'_>) -> Result<T, StoreError> {
+        let mut pooled = self.conn().await?;
+        let conn = &mut pooled.conn;
+        let call = async {
+            match request {
+                Request::Cmd(cmd) => cmd.query_async(conn).await,
+                Request::Pipe(pipe) => pipe.query_async(conn).await,
+                Request::Script(script) => script.invoke_async(conn).await,
+            }
+        };
+        let result = tokio::time::timeout(self.command_timeout, call).await;
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                if error.is_io_error()
+                    || error.is_connection_dropped()
+                    || error.is_unrecoverable_error()
+                {
+                    pooled.broken = true;
+                }
+                Err(unavailable(error))
+            }
+            Err(_) => {
+                pooled.broken = true;
+                Err(StoreError::Timeout(self.command_timeout))
+            }
         }
     }
 
-    /// One command on a pooled connection.
+    /// One command.
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = self.conn().await?;
-        self.timed(cmd.query_async(&mut *conn)).await
+        self.exec(Request::Cmd(cmd)).await
     }
 
-    /// One pipeline on a pooled connection.
+    /// One pipeline.
     pub(crate) async fn pipe<T: FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn().await?;
-        self.timed(pipe.query_async(&mut *conn)).await
+        self.exec(Request::Pipe(pipe)).await
+    }
+
+    /// One Lua script (`EVALSHA`, falling back to `EVAL` when the server lacks it).
+    pub(crate) async fn script<T: FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.exec(Request::Script(invocation)).await
     }
 
     /// One page of a `SCAN`-family command: `(next cursor, items)`.
@@ -575,6 +619,7 @@ impl RedisStore {
         let pool = Pool::builder()
             .max_size(settings.pool_size)
             .connection_timeout(settings.connection_timeout)
+            .test_on_check_out(false)
             .build_unchecked(manager);
         let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         let (cohort_changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
@@ -614,8 +659,7 @@ impl RedisStore {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.inner.conn().await?;
-        self.inner.timed(invocation.invoke_async(&mut *conn)).await
+        self.inner.script(invocation).await
     }
 
     /// Stages `members` into a temporary set, in pipelines of [`BATCH`].
