@@ -918,6 +918,123 @@ mod redis_only {
         assert!(denied.is_err());
     }
 
+    /// Writes a throwaway CA and a server certificate for 127.0.0.1 with the `openssl` CLI.
+    fn make_certificates(dir: &std::path::Path) {
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("the openssl CLI (apt-get install openssl)");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ]);
+    }
+
+    #[tokio::test]
+    async fn connects_over_tls_with_a_private_ca() {
+        let certs = tempfile::tempdir().unwrap();
+        make_certificates(certs.path());
+        let path = |name: &str| certs.path().join(name).to_string_lossy().into_owned();
+        let tls_port = redis_server::free_port().to_string();
+        let server = RedisServer::start_with(&[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &path("server.crt"),
+            "--tls-key-file",
+            &path("server.key"),
+            "--tls-ca-cert-file",
+            &path("ca.crt"),
+            "--tls-auth-clients",
+            "no",
+        ]);
+        let uri = format!("rediss://127.0.0.1:{tls_port}");
+        let ca = std::fs::read(certs.path().join("ca.crt")).unwrap();
+        let tls = RedisSettings {
+            uri: uri.clone(),
+            tls_root_cert_pem: Some(ca),
+            ..settings(&server, "tls")
+        };
+        let store = RedisStore::connect(&tls).await.unwrap();
+        assert_eq!(
+            store
+                .put_flags("d", Bytes::from_static(b"[]"))
+                .await
+                .unwrap(),
+            1
+        );
+        let mut changes = store.subscribe();
+        store
+            .put_flags("d", Bytes::from_static(b"[1]"))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut changes, SECOND).await,
+            Change::Flags {
+                deployment: "d".into(),
+                version: 2
+            }
+        );
+        // Without the CA the server's certificate is not trusted.
+        let untrusted = RedisSettings {
+            uri,
+            connection_timeout: Duration::from_millis(500),
+            ..settings(&server, "tls")
+        };
+        assert!(RedisStore::connect(&untrusted).await.is_err());
+    }
+
     #[tokio::test]
     async fn every_key_is_prefixed_versioned_and_prefixes_are_isolated() {
         let server = RedisServer::start();

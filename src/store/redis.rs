@@ -82,6 +82,9 @@ pub struct RedisSettings {
     pub command_timeout: Duration,
     /// Most connections the pool opens.
     pub pool_size: u32,
+    /// For `rediss://`: the PEM certificate(s) to trust instead of the system roots (a private
+    /// CA); `None` uses the platform's trust store.
+    pub tls_root_cert_pem: Option<Vec<u8>>,
 }
 
 impl RedisSettings {
@@ -93,6 +96,7 @@ impl RedisSettings {
             connection_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(10),
             pool_size: 16,
+            tls_root_cert_pem: None,
         }
     }
 
@@ -607,8 +611,17 @@ impl RedisStore {
     /// one), and starts following changes. Fails when Redis cannot be reached.
     pub async fn connect(settings: &RedisSettings) -> Result<Self, StoreError> {
         settings.validate()?;
-        let client = Client::open(settings.uri.as_str())
-            .map_err(|error| StoreError::Config(format!("redis uri: {error}")))?;
+        let client = match &settings.tls_root_cert_pem {
+            None => Client::open(settings.uri.as_str()),
+            Some(pem) => Client::build_with_tls(
+                settings.uri.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+        }
+        .map_err(|error| StoreError::Config(format!("redis uri: {error}")))?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(settings.connection_timeout))
             .set_response_timeout(Some(settings.command_timeout));

@@ -155,7 +155,7 @@ fn which_redis_server() -> String {
 }
 
 /// A port that was free a moment ago (the OS picks it).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind(("127.0.0.1", 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
