@@ -66,6 +66,9 @@ pub const BATCH: usize = 1000;
 /// Capacity of the local change channels.
 const CHANGE_CHANNEL_CAPACITY: usize = 1024;
 
+/// How often the change-signal connection is checked with a `PING`.
+const PUBSUB_KEEPALIVE: Duration = Duration::from_secs(15);
+
 /// TTL of a cohort write's temporary sets, should the writer die before deleting them.
 const TEMP_TTL_MS: u64 = 3_600_000;
 
@@ -561,48 +564,69 @@ impl Inner {
 async fn follow(inner: Arc<Inner>, cancel: CancellationToken, ready: oneshot::Sender<()>) {
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(100);
-    let channel = inner.keys.changes_channel();
     loop {
-        let connected = tokio::time::timeout(inner.connection_timeout, async {
-            let mut pubsub = inner.client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, RedisError>(pubsub)
-        })
-        .await;
-        match connected {
-            Ok(Ok(pubsub)) => {
-                let mut messages = pubsub.into_on_message();
-                match inner.catch_up().await {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(100);
-                        if let Some(ready) = ready.take() {
-                            let _ = ready.send(());
-                        }
-                        loop {
-                            tokio::select! {
-                                _ = cancel.cancelled() => return,
-                                message = messages.next() => match message {
-                                    Some(message) => match message.get_payload::<String>() {
-                                        Ok(payload) => inner.on_message(&payload),
-                                        Err(error) => tracing::warn!(%error, "ignoring a change signal"),
-                                    },
-                                    None => break,
-                                },
-                            }
-                        }
-                        tracing::warn!("lost the redis change-signal connection; reconnecting");
+        match subscribe(&inner).await {
+            Ok(pubsub) => match inner.catch_up().await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    if let Some(ready) = ready.take() {
+                        let _ = ready.send(());
                     }
-                    Err(error) => tracing::warn!(%error, "could not catch up with redis changes"),
+                    if relay(&inner, pubsub, &cancel).await {
+                        return;
+                    }
+                    tracing::warn!("lost the redis change-signal connection; reconnecting");
                 }
-            }
-            Ok(Err(error)) => tracing::warn!(%error, "could not subscribe to redis changes"),
-            Err(_) => tracing::warn!("timed out subscribing to redis changes"),
+                Err(error) => tracing::warn!(%error, "could not catch up with redis changes"),
+            },
+            Err(error) => tracing::warn!(%error, "could not subscribe to redis changes"),
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// A dedicated pub/sub connection subscribed to the change channel.
+async fn subscribe(inner: &Inner) -> Result<redis::aio::PubSub, StoreError> {
+    let channel = inner.keys.changes_channel();
+    let subscribed = tokio::time::timeout(inner.connection_timeout, async {
+        let mut pubsub = inner.client.get_async_pubsub().await?;
+        pubsub.subscribe(&channel).await?;
+        Ok::<_, RedisError>(pubsub)
+    })
+    .await;
+    match subscribed {
+        Ok(result) => result.map_err(unavailable),
+        Err(_) => Err(StoreError::Timeout(inner.connection_timeout)),
+    }
+}
+
+/// Relays change messages until the connection ends or misses a keep-alive `PING` (a silently
+/// dead connection would otherwise never end). Returns true when cancelled.
+async fn relay(inner: &Inner, pubsub: redis::aio::PubSub, cancel: &CancellationToken) -> bool {
+    let (mut sink, mut messages) = pubsub.split();
+    let mut keepalive = tokio::time::interval(PUBSUB_KEEPALIVE);
+    keepalive.reset();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return true,
+            message = messages.next() => match message {
+                Some(message) => match message.get_payload::<String>() {
+                    Ok(payload) => inner.on_message(&payload),
+                    Err(error) => tracing::warn!(%error, "ignoring a change signal"),
+                },
+                None => return false,
+            },
+            _ = keepalive.tick() => {
+                let pong = tokio::time::timeout(inner.command_timeout, sink.ping::<redis::Value>()).await;
+                if !matches!(pong, Ok(Ok(_))) {
+                    return false;
+                }
+            }
+        }
     }
 }
 
