@@ -861,6 +861,8 @@ mod redis_only {
     #[tokio::test]
     async fn replicas_starting_together_migrate_once() {
         let server = RedisServer::start();
+        let mut conn = raw(&server).await;
+        let _: () = conn.set("fleet:v1:someone-else", "x").await.unwrap();
         let settings = Arc::new(settings(&server, "fleet"));
         let starts: Vec<_> = (0..6)
             .map(|_| {
@@ -871,7 +873,11 @@ mod redis_only {
         for start in starts {
             start.await.unwrap().unwrap();
         }
-        let mut conn = raw(&server).await;
+        let foreign: String = conn.get("fleet:v1:someone-else").await.unwrap();
+        assert_eq!(
+            foreign, "x",
+            "a fresh keyspace's migrations leave foreign keys alone"
+        );
         let log: Vec<String> = conn.lrange("fleet:migration_log", 0, -1).await.unwrap();
         assert_eq!(log.len(), 2, "0001 and 0002, once each: {log:?}");
         let version: u32 = conn.get("fleet:schema_version").await.unwrap();

@@ -144,6 +144,11 @@ async fn migrate_locked(
     for migration in migrations.iter().filter(|m| m.version > found) {
         tracing::info!(version = migration.version, name = %migration.name, "migrating the redis keyspace");
         for step in &migration.steps {
+            // A keyspace without a recorded version holds nothing of ours to move; whatever
+            // matches an old namespace there belongs to someone else (e.g. the Kotlin proxy).
+            if found == 0 && *step == Step::RenameKeyspace {
+                continue;
+            }
             apply(inner, lock, step, migration.version).await?;
         }
         lock.renew(inner).await?;
