@@ -426,6 +426,24 @@ impl Inner {
         }
     }
 
+    /// Adds `cohort_id` to the membership sets of `members`, in pipelines of [`BATCH`].
+    async fn index_list(
+        &self,
+        members: &[&str],
+        group_type: &str,
+        cohort_id: &str,
+    ) -> Result<(), StoreError> {
+        for chunk in members.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for member in chunk {
+                let key = self.keys.membership(group_type, member);
+                pipe.cmd("SADD").arg(key).arg(cohort_id).ignore();
+            }
+            self.pipe::<()>(&pipe).await?;
+        }
+        Ok(())
+    }
+
     fn description_from(&self, key: &str, json: &str) -> Result<CohortDescription, StoreError> {
         serde_json::from_str(json).map_err(|error| StoreError::Corrupt {
             key: key.to_owned(),
@@ -765,9 +783,18 @@ impl RedisStore {
                 .index_members(remove_from, &previous.group_type, id, false)
                 .await?;
         }
-        self.inner
-            .index_members(&add_from, &description.group_type, id, true)
-            .await?;
+        if same_type {
+            self.inner
+                .index_members(&added, &description.group_type, id, true)
+                .await?;
+        } else {
+            // Every new member is added: index them from memory instead of scanning them back.
+            let unique: BTreeSet<&str> = members.iter().map(String::as_str).collect();
+            let unique: Vec<&str> = unique.into_iter().collect();
+            self.inner
+                .index_list(&unique, &description.group_type, id)
+                .await?;
+        }
         let json = serde_json::to_string(description)
             .map_err(|error| StoreError::Unavailable(error.to_string()))?;
         let mut publish = self.inner.scripts.publish_cohort.prepare_invoke();
