@@ -756,6 +756,100 @@ mod redis_only {
         );
     }
 
+    /// Leaves the traces of a cohort write that died half-way: the pending marker, its staged
+    /// members, one index entry added (`c`) and one removed (`a`, still a stored member).
+    async fn half_written(conn: &mut ::redis::aio::MultiplexedConnection) {
+        let marker = r#"{"groupType":"User","token":"t"}"#;
+        let _: () = conn
+            .set("test:v2:{cohort:c1}:pending", marker)
+            .await
+            .unwrap();
+        let _: () = conn
+            .sadd("test:v2:{cohort:c1}:temp:staged:t", &["b", "c"])
+            .await
+            .unwrap();
+        let _: () = conn.sadd("test:v2:membership:User:c", "c1").await.unwrap();
+        let _: () = conn.srem("test:v2:membership:User:a", "c1").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_next_write_repairs_a_half_done_one() {
+        let server = RedisServer::start();
+        let store = redis_store(&server).await;
+        store
+            .put_cohort(
+                &cohort("c1", "User", 2, 1),
+                &members(&["a", "b"]),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        let mut conn = raw(&server).await;
+        half_written(&mut conn).await;
+        let written = store
+            .put_cohort(
+                &cohort("c1", "User", 2, 2),
+                &members(&["a", "d"]),
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(
+            written.unwrap(),
+            CohortWrite::Written {
+                added: 1,
+                removed: 1
+            }
+        );
+        for (member, expected) in [
+            ("a", vec!["c1"]),
+            ("b", vec![]),
+            ("c", vec![]),
+            ("d", vec!["c1"]),
+        ] {
+            assert_eq!(
+                store.get_memberships("User", member).await.unwrap(),
+                members(&expected),
+                "{member}"
+            );
+        }
+        let mut left: Vec<String> = conn.keys("test:v2:{cohort:c1}:*").await.unwrap();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "test:v2:{cohort:c1}:blob",
+                "test:v2:{cohort:c1}:description",
+                "test:v2:{cohort:c1}:members"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn removal_repairs_a_half_done_write() {
+        let server = RedisServer::start();
+        let store = redis_store(&server).await;
+        store
+            .put_cohort(
+                &cohort("c1", "User", 2, 1),
+                &members(&["a", "b"]),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        let mut conn = raw(&server).await;
+        half_written(&mut conn).await;
+        store.remove_cohort("c1").await.unwrap();
+        for member in ["a", "b", "c"] {
+            assert_eq!(
+                store.get_memberships("User", member).await.unwrap(),
+                Vec::<String>::new(),
+                "{member}"
+            );
+        }
+        let left: Vec<String> = conn.keys("test:v2:{cohort:c1}:*").await.unwrap();
+        assert_eq!(left, Vec::<String>::new());
+    }
+
     #[tokio::test]
     async fn upgrades_a_keyspace_written_by_schema_1() {
         let server = RedisServer::start();

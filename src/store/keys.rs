@@ -129,6 +129,12 @@ impl Keys {
         format!("{}:temp:{kind}:{token}", self.cohort_tag(cohort_id))
     }
 
+    /// STRING: `{"groupType","token"}` of a write in progress; left behind by a failed write so
+    /// the next write (or removal) can undo its partial index changes.
+    pub fn cohort_pending(&self, cohort_id: &str) -> String {
+        format!("{}:pending", self.cohort_tag(cohort_id))
+    }
+
     /// HASH cohortId -> description JSON: the list of cohorts (slot `{cohorts}`).
     pub fn cohort_index(&self) -> String {
         format!("{}:{{cohorts}}:index", self.base())
@@ -197,6 +203,7 @@ mod tests {
             "amp:v2:{cohort:c1}:temp:staged:t"
         );
         assert_eq!(k.cohort_index(), "amp:v2:{cohorts}:index");
+        assert_eq!(k.cohort_pending("c1"), "amp:v2:{cohort:c1}:pending");
         assert_eq!(
             k.membership("org name", "a:b"),
             "amp:v2:membership:org name:a%3Ab"

@@ -30,7 +30,9 @@
 //! | `P:v2:{cohort:<cohort>}:description` | STRING | CohortDescription JSON | none |
 //! | `P:v2:{cohort:<cohort>}:members` | SET | members of the stored version | none |
 //! | `P:v2:{cohort:<cohort>}:blob` | STRING | the blob of the stored version | none |
-//! | `P:v2:{cohort:<cohort>}:temp:<kind>:<token>` | SET | a write's staged members / added / removed diff | PX 1 h, deleted after use |
+//! | `P:v2:{cohort:<cohort>}:pending` | STRING | `{"groupType","token"}` of a write in progress | none; deleted when it completes |
+//! | `P:v2:{cohort:<cohort>}:temp:staged:<token>` | SET | a write's new members (renamed to `members` at the end) | none while pending |
+//! | `P:v2:{cohort:<cohort>}:temp:<kind>:<token>` | SET | `added`/`removed` diff of a write, or a removal's `removing` set | PX 1 h, deleted after use |
 //! | `P:v2:{cohorts}:index` | HASH | cohortId -> CohortDescription JSON | none |
 //! | `P:v2:membership:<groupType>:<member>` | SET | ids of the cohorts containing the member | none |
 //! | `P:v2:dedup:<key>` | STRING | `1` (`SET NX PX`, pipelined in batches of 1000) | the claim's TTL |
@@ -197,7 +199,8 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 if removed > 0 then redis.call('PUBLISH', ARGV[2], 'flags_removed 0 ' .. ARGV[1]) end
 return removed",
             ),
-            // KEYS: description, members, blob, staged, added, removed. ARGV: description, blob.
+            // KEYS: description, members, blob, staged, added, removed, pending.
+            // ARGV: description, blob.
             publish_cohort: Script::new(
                 r"if redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('RENAME', KEYS[4], KEYS[2])
@@ -207,7 +210,7 @@ else
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[2])
-redis.call('DEL', KEYS[5], KEYS[6])
+redis.call('DEL', KEYS[5], KEYS[6], KEYS[7])
 return 1",
             ),
             // KEYS: description, members, blob, removing. ARGV: temp ttl ms.
@@ -717,12 +720,12 @@ impl RedisStore {
         self.inner.script(invocation).await
     }
 
-    /// Stages `members` into a temporary set, in pipelines of [`BATCH`].
+    /// Stages `members` into a temporary set, in pipelines of [`BATCH`]. The set has no TTL: the
+    /// pending marker points at it until the write completes or a later one repairs it.
     async fn stage(&self, staged: &str, members: &[String]) -> Result<(), StoreError> {
         for chunk in members.chunks(BATCH) {
             let mut pipe = redis::pipe();
             pipe.cmd("SADD").arg(staged).arg(chunk).ignore();
-            pipe.cmd("PEXPIRE").arg(staged).arg(TEMP_TTL_MS).ignore();
             self.inner.pipe::<()>(&pipe).await?;
         }
         Ok(())
@@ -743,6 +746,14 @@ impl RedisStore {
         let added = keys.cohort_temp(id, "added", token);
         let removed = keys.cohort_temp(id, "removed", token);
         let current = keys.cohort_members(id);
+        let pending = serde_json::json!({ "groupType": description.group_type, "token": token });
+        self.inner
+            .query::<()>(
+                redis::cmd("SET")
+                    .arg(keys.cohort_pending(id))
+                    .arg(pending.to_string()),
+            )
+            .await?;
         self.stage(&staged, members).await?;
         let same_type = previous.is_some_and(|p| p.group_type == description.group_type);
         // What to add to the index (new group type) and remove from it (old group type).
@@ -805,6 +816,7 @@ impl RedisStore {
             .key(&staged)
             .key(&added)
             .key(&removed)
+            .key(keys.cohort_pending(id))
             .arg(&json)
             .arg(blob.as_ref());
         self.script::<()>(&publish).await?;
@@ -828,17 +840,83 @@ impl RedisStore {
         })
     }
 
-    /// Deletes a failed write's temporary sets (they would expire within the hour anyway).
-    async fn discard_temp(&self, cohort_id: &str, token: &str) {
+    /// Undoes what an unfinished write (its pending marker) may have done to the membership
+    /// index: removes the cohort from the sets of the members it staged, except members of the
+    /// stored version, then re-adds every stored member (a removal may have been half done).
+    async fn repair(
+        &self,
+        cohort_id: &str,
+        stored: Option<&CohortDescription>,
+    ) -> Result<(), StoreError> {
         let keys = &self.inner.keys;
+        let pending_key = keys.cohort_pending(cohort_id);
+        let marker: Option<String> = self
+            .inner
+            .query(redis::cmd("GET").arg(&pending_key))
+            .await?;
+        let Some(marker) = marker else {
+            return Ok(());
+        };
+        let pending: Pending =
+            serde_json::from_str(&marker).map_err(|error| StoreError::Corrupt {
+                key: pending_key.clone(),
+                reason: error.to_string(),
+            })?;
+        tracing::warn!(
+            cohort_id,
+            "repairing the membership index after an unfinished cohort write"
+        );
+        let staged = keys.cohort_temp(cohort_id, "staged", &pending.token);
+        let current = keys.cohort_members(cohort_id);
+        let keep = stored.is_some_and(|s| s.group_type == pending.group_type);
+        let mut cursor = 0;
+        loop {
+            let (next, page) = self
+                .inner
+                .scan_page::<String>("SSCAN", &staged, cursor)
+                .await?;
+            if !page.is_empty() {
+                let kept: Vec<bool> = if keep {
+                    self.inner
+                        .query(redis::cmd("SMISMEMBER").arg(&current).arg(&page))
+                        .await?
+                } else {
+                    vec![false; page.len()]
+                };
+                let mut pipe = redis::pipe();
+                for (member, kept) in page.iter().zip(kept) {
+                    if !kept {
+                        let key = keys.membership(&pending.group_type, member);
+                        pipe.cmd("SREM").arg(key).arg(cohort_id).ignore();
+                    }
+                }
+                self.inner.pipe::<()>(&pipe).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        if let Some(stored) = stored {
+            self.inner
+                .index_members(&current, &stored.group_type, cohort_id, true)
+                .await?;
+        }
         let mut cmd = redis::cmd("DEL");
-        for kind in ["staged", "added", "removed"] {
-            cmd.arg(keys.cohort_temp(cohort_id, kind, token));
+        cmd.arg(&pending_key).arg(&staged);
+        for kind in ["added", "removed"] {
+            cmd.arg(keys.cohort_temp(cohort_id, kind, &pending.token));
         }
-        if let Err(error) = self.inner.query::<()>(&cmd).await {
-            tracing::warn!(cohort_id, %error, "could not delete a failed cohort write's temporary sets");
-        }
+        self.inner.query::<()>(&cmd).await
     }
+}
+
+/// The pending marker of an unfinished cohort write.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Pending {
+    group_type: String,
+    token: String,
 }
 
 #[async_trait]
@@ -919,12 +997,16 @@ impl Store for RedisStore {
                 stored: stored.clone(),
             });
         }
+        self.repair(&description.cohort_id, previous.as_ref())
+            .await?;
         let token = new_token();
         let written = self
             .write_cohort(previous.as_ref(), description, members, blob, &token)
             .await;
         if written.is_err() {
-            self.discard_temp(&description.cohort_id, &token).await;
+            if let Err(error) = self.repair(&description.cohort_id, previous.as_ref()).await {
+                tracing::warn!(cohort_id = %description.cohort_id, %error, "could not undo a failed cohort write yet; the next write will");
+            }
         }
         written
     }
@@ -994,6 +1076,7 @@ impl Store for RedisStore {
     async fn remove_cohort(&self, cohort_id: &str) -> Result<(), StoreError> {
         let keys = &self.inner.keys;
         let previous = self.get_cohort(cohort_id).await?;
+        self.repair(cohort_id, previous.as_ref()).await?;
         let removing = keys.cohort_temp(cohort_id, "removing", &new_token());
         let mut invocation = self.inner.scripts.remove_cohort.prepare_invoke();
         invocation
