@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use evaluation_proxy::store::{
-    new_token, Change, CohortChange, CohortDescription, CohortWrite, MemoryStore, RedisSettings,
-    RedisStore, Store, StoreError,
+    new_token, Change, CohortChange, CohortDescription, CohortWrite, RedisSettings, RedisStore,
+    Store, StoreError,
 };
 use redis_server::RedisServer;
 use tokio::sync::broadcast;
@@ -1184,6 +1184,14 @@ mod redis_only {
             RedisStore::connect(&bad_prefix).await,
             Err(StoreError::Config(_))
         ));
+        let zero = RedisSettings {
+            command_timeout: Duration::ZERO,
+            ..RedisSettings::new("redis://127.0.0.1:1")
+        };
+        assert!(matches!(
+            RedisStore::connect(&zero).await,
+            Err(StoreError::Config(_))
+        ));
         let bad_uri = RedisSettings::new("http://nope");
         assert!(matches!(
             RedisStore::connect(&bad_uri).await,
@@ -1207,13 +1215,19 @@ mod redis_only {
     }
 
     #[tokio::test]
-    async fn memory_store_is_also_a_store_object() {
+    async fn open_picks_the_store_from_the_settings() {
         // Both implementations fit behind the same `Arc<dyn Store>` the app holds.
         let server = RedisServer::start();
         let stores: Vec<Arc<dyn Store>> = vec![
-            Arc::new(MemoryStore::new()),
-            Arc::new(redis_store(&server).await),
+            evaluation_proxy::store::open(None).await.unwrap(),
+            evaluation_proxy::store::open(Some(&settings(&server, "open")))
+                .await
+                .unwrap(),
         ];
+        let keys: Vec<String> = ::redis::AsyncCommands::keys(&mut raw(&server).await, "open:*")
+            .await
+            .unwrap();
+        assert!(keys.contains(&"open:schema_version".to_owned()), "{keys:?}");
         for store in stores {
             assert_eq!(
                 store

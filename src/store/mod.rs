@@ -195,6 +195,15 @@ pub trait Store: Send + Sync + 'static {
     async fn release(&self, name: &str, token: &str) -> Result<bool, StoreError>;
 }
 
+/// The store the configuration asks for: Redis when settings are given (connecting and migrating
+/// its keyspace), otherwise process memory.
+pub async fn open(redis: Option<&RedisSettings>) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(match redis {
+        Some(settings) => std::sync::Arc::new(RedisStore::connect(settings).await?),
+        None => std::sync::Arc::new(MemoryStore::new()),
+    })
+}
+
 /// A fresh random lease token (128 bits, hex), so replicas never share one.
 pub fn new_token() -> String {
     format!("{:032x}", rand::random::<u128>())

@@ -112,6 +112,9 @@ impl RedisSettings {
                 self.prefix
             )));
         }
+        if self.connection_timeout.is_zero() || self.command_timeout.is_zero() {
+            return Err(StoreError::Config("redis timeouts must be positive".into()));
+        }
         if self.pool_size == 0 {
             return Err(StoreError::Config(
                 "redis pool size must be at least 1".into(),
