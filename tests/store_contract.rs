@@ -719,10 +719,18 @@ mod redis_only {
         );
 
         server.stop();
-        assert!(
-            store.get_flags("d").await.is_err(),
-            "a stopped server is an error, not a hang"
-        );
+        // The first calls find out (within the timeouts); the next ones fail at once.
+        assert!(store.get_flags("d").await.is_err());
+        assert!(store.get_flags("d").await.is_err());
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            assert!(store.get_flags("d").await.is_err());
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_millis(100),
+                "fails fast during an outage: {took:?}"
+            );
+        }
         server.restart(); // No persistence: the data is gone.
 
         let mut written = None;

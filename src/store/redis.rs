@@ -45,7 +45,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bb8::{Pool, PooledConnection, RunError};
@@ -256,6 +256,49 @@ struct Known {
     cohorts: HashMap<String, i64>,
 }
 
+/// How long calls fail at once after Redis could not be reached, before one tries again.
+const OUTAGE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Remembers that Redis could not be reached (bb8 waits out the whole connection timeout when
+/// it cannot connect; this keeps every other caller from doing the same).
+#[derive(Debug, Default)]
+struct Outage {
+    /// While set: no connection attempt before this instant.
+    retry_at: Mutex<Option<Instant>>,
+}
+
+impl Outage {
+    /// Fails at once during a pause; otherwise lets this caller try (and pauses the others
+    /// while it does).
+    fn admit(&self, connection_timeout: Duration) -> Result<(), StoreError> {
+        let mut retry_at = self.retry_at.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match *retry_at {
+            Some(at) if now < at => Err(StoreError::Unavailable(
+                "redis is unreachable; retrying shortly".into(),
+            )),
+            Some(_) => {
+                *retry_at = Some(now + connection_timeout + OUTAGE_PAUSE);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn begin(&self) {
+        *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + OUTAGE_PAUSE);
+    }
+
+    fn end(&self) {
+        let mut retry_at = self.retry_at.lock().unwrap_or_else(|p| p.into_inner());
+        if retry_at.is_some() {
+            tracing::info!("redis is reachable again");
+            *retry_at = None;
+        }
+    }
+}
+
 /// What the store and its follower task share.
 pub(crate) struct Inner {
     pool: Pool<Manager>,
@@ -264,6 +307,7 @@ pub(crate) struct Inner {
     command_timeout: Duration,
     connection_timeout: Duration,
     scripts: Scripts,
+    outage: Outage,
     known: Mutex<Known>,
     changes: broadcast::Sender<Change>,
     cohort_changes: broadcast::Sender<CohortChange>,
@@ -295,11 +339,23 @@ fn ms(duration: Duration) -> u64 {
 
 impl Inner {
     /// A pooled connection, within the connection timeout.
+    /// While Redis is unreachable, only one caller per [`OUTAGE_PAUSE`] waits for a connection
+    /// (up to the connection timeout); the others fail at once, so callers can degrade quickly.
     async fn conn(&self) -> Result<PooledConnection<'_, Manager>, StoreError> {
-        self.pool.get().await.map_err(|error| match error {
-            RunError::User(error) => unavailable(error),
-            RunError::TimedOut => StoreError::Timeout(self.connection_timeout),
-        })
+        self.outage.admit(self.connection_timeout)?;
+        match self.pool.get().await {
+            Ok(conn) => {
+                self.outage.end();
+                Ok(conn)
+            }
+            Err(error) => {
+                self.outage.begin();
+                Err(match error {
+                    RunError::User(error) => unavailable(error),
+                    RunError::TimedOut => StoreError::Timeout(self.connection_timeout),
+                })
+            }
+        }
     }
 
     /// Runs one round trip on a pooled connection under the command timeout. A connection that
@@ -681,6 +737,9 @@ impl RedisStore {
             .max_size(settings.pool_size)
             .connection_timeout(settings.connection_timeout)
             .test_on_check_out(false)
+            // Fail fast while Redis is down (callers degrade) instead of retrying until the
+            // connection timeout on every call.
+            .retry_connection(false)
             .build_unchecked(manager);
         let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         let (cohort_changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
@@ -691,6 +750,7 @@ impl RedisStore {
             command_timeout: settings.command_timeout,
             connection_timeout: settings.connection_timeout,
             scripts: Scripts::new(),
+            outage: Outage::default(),
             known: Mutex::new(Known::default()),
             changes,
             cohort_changes,
