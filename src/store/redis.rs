@@ -2,7 +2,8 @@
 //!
 //! A [`bb8`] pool of multiplexed connections to one Redis server (`redis://` or `rediss://` for
 //! TLS via rustls; `redis://user:password@host:port/db` for ACL users). Every call runs under the
-//! configured command timeout; getting a pooled connection under the connection timeout. On
+//! configured command timeout; getting a pooled connection under the connection timeout (while
+//! Redis is unreachable, one call per second tries and the others fail at once). On
 //! start-up [`RedisStore::connect`] migrates the keyspace ([`super::migrate`]) and starts a
 //! follower that turns pub/sub messages into [`Change`] / [`CohortChange`] signals.
 //!
