@@ -1115,25 +1115,19 @@ mod redis_only {
             ..settings(&server, "tls")
         };
         let store = RedisStore::connect(&tls).await.unwrap();
-        assert_eq!(
-            store
-                .put_flags("d", Bytes::from_static(b"[]"))
-                .await
-                .unwrap(),
-            1
-        );
         let mut changes = store.subscribe();
-        store
-            .put_flags("d", Bytes::from_static(b"[1]"))
-            .await
-            .unwrap();
-        assert_eq!(
-            next(&mut changes, SECOND).await,
-            Change::Flags {
+        for (json, version) in [(&b"[]"[..], 1), (&b"[1]"[..], 2)] {
+            let stored = store
+                .put_flags("d", Bytes::copy_from_slice(json))
+                .await
+                .unwrap();
+            assert_eq!(stored, version);
+            let change = Change::Flags {
                 deployment: "d".into(),
-                version: 2
-            }
-        );
+                version,
+            };
+            assert_eq!(next(&mut changes, SECOND).await, change);
+        }
         // Without the CA the server's certificate is not trusted.
         let untrusted = RedisSettings {
             uri,

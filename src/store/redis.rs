@@ -795,6 +795,27 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Stores `new − old` into `added` and `old − new` into `removed` (one slot, one MULTI).
+    async fn diff(
+        &self,
+        new: &str,
+        old: &str,
+        added: &str,
+        removed: &str,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("SDIFFSTORE").arg(added).arg(new).arg(old).ignore();
+        pipe.cmd("SDIFFSTORE")
+            .arg(removed)
+            .arg(old)
+            .arg(new)
+            .ignore();
+        pipe.cmd("PEXPIRE").arg(added).arg(TEMP_TTL_MS).ignore();
+        pipe.cmd("PEXPIRE").arg(removed).arg(TEMP_TTL_MS).ignore();
+        self.inner.pipe::<()>(&pipe).await
+    }
+
     /// Everything of [`Store::put_cohort`] after the staleness check; temp keys named by `token`.
     async fn write_cohort(
         &self,
@@ -822,27 +843,7 @@ impl RedisStore {
         let same_type = previous.is_some_and(|p| p.group_type == description.group_type);
         // What to add to the index (new group type) and remove from it (old group type).
         let (add_from, remove_from) = if same_type {
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .cmd("SDIFFSTORE")
-                .arg(&added)
-                .arg(&staged)
-                .arg(&current)
-                .ignore()
-                .cmd("SDIFFSTORE")
-                .arg(&removed)
-                .arg(&current)
-                .arg(&staged)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&added)
-                .arg(TEMP_TTL_MS)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&removed)
-                .arg(TEMP_TTL_MS)
-                .ignore();
-            self.inner.pipe::<()>(&pipe).await?;
+            self.diff(&staged, &current, &added, &removed).await?;
             (added.clone(), Some(removed.clone()))
         } else {
             (staged.clone(), previous.map(|_| current.clone()))
