@@ -134,10 +134,15 @@ pub struct Connection {
 /// Opens multiplexed connections with the configured timeouts (`bb8-redis`'s manager would use
 /// the redis crate's defaults of 1 s to connect and 500 ms per response instead, and can only
 /// detect a dead connection with a `PING` before every use).
-#[derive(Debug)]
 pub struct Manager {
     client: Client,
     config: AsyncConnectionConfig,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").finish_non_exhaustive()
+    }
 }
 
 impl bb8::ManageConnection for Manager {
