@@ -859,6 +859,21 @@ mod redis_only {
     }
 
     #[tokio::test]
+    async fn small_pipelines_and_scan_pages_give_the_same_results() {
+        let server = RedisServer::start();
+        let small = RedisSettings {
+            pipeline_batch_size: 7,
+            scan_count: 5,
+            ..settings(&server, "small")
+        };
+        let store = RedisStore::connect(&small).await.unwrap();
+        contract::large_cohort_crosses_batches(&store).await;
+        contract::cohort_diff_updates_the_index(&store).await;
+        contract::dedup_claims_in_batches(&store).await;
+        contract::flags_are_listed_and_kept_apart_per_deployment(&store).await;
+    }
+
+    #[tokio::test]
     async fn upgrades_a_keyspace_written_by_schema_1() {
         let server = RedisServer::start();
         let mut conn = raw(&server).await;

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::keys::{Keys, SCHEMA_VERSION};
 use super::new_token;
-use super::redis::{Inner, BATCH};
+use super::redis::Inner;
 use super::StoreError;
 
 /// The embedded migration files, in order.
@@ -190,7 +190,7 @@ async fn apply(inner: &Inner, lock: &Lock, step: &Step, version: u32) -> Result<
                     .arg("MATCH")
                     .arg(&pattern)
                     .arg("COUNT")
-                    .arg(BATCH),
+                    .arg(inner.scan_count),
             )
             .await?;
         if !keys.is_empty() {

@@ -36,13 +36,14 @@
 //! | `P:v2:{cohort:<cohort>}:temp:<kind>:<token>` | SET | `added`/`removed` diff of a write, or a removal's `removing` set | PX 1 h, deleted after use |
 //! | `P:v2:{cohorts}:index` | HASH | cohortId -> CohortDescription JSON | none |
 //! | `P:v2:membership:<groupType>:<member>` | SET | ids of the cohorts containing the member | none |
-//! | `P:v2:dedup:<key>` | STRING | `1` (`SET NX PX`, pipelined in batches of 1000) | the claim's TTL |
+//! | `P:v2:dedup:<key>` | STRING | `1` (`SET NX PX`, pipelined) | the claim's TTL |
 //! | `P:v2:lease:<name>` | STRING | holder's random token (Lua compare-and-set/delete) | the lease's TTL |
 //! | `P:v2:changes` | pub/sub channel | `flags <version> <deployment>`, `flags_removed 0 <deployment>`, `cohort <lastModified> <cohort>`, `cohort_removed 0 <cohort>` | - |
 //!
-//! Bulk paths use `SCAN`/`SSCAN`/`HSCAN` with `COUNT 1000`, never `KEYS`; member writes go in
-//! pipelines of 1000 commands. The request path reads only bounded things: one membership set
-//! (`SMEMBERS`, at most one id per cohort), one description + blob (`MGET`).
+//! Bulk paths use `SCAN`/`SSCAN`/`HSCAN` (`COUNT` = `scan_count`), never `KEYS`; member writes
+//! go in pipelines of `pipeline_batch_size` commands. The request path reads only bounded
+//! things: one membership set (`SMEMBERS`, at most one id per cohort), one description + blob
+//! (`MGET`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -63,7 +64,7 @@ use super::{
     StoredFlags,
 };
 
-/// Commands per pipeline and `COUNT` per scan page.
+/// Default commands per pipeline (`pipelineBatchSize`) and `COUNT` per scan page (`scanLimit`).
 pub const BATCH: usize = 1000;
 
 /// Capacity of the local change channels.
@@ -88,6 +89,10 @@ pub struct RedisSettings {
     pub command_timeout: Duration,
     /// Most connections the pool opens.
     pub pool_size: u32,
+    /// Commands per pipeline for bulk writes (`pipelineBatchSize`).
+    pub pipeline_batch_size: usize,
+    /// `COUNT` hint of each `SCAN`/`SSCAN`/`HSCAN` page (`scanLimit`).
+    pub scan_count: usize,
     /// For `rediss://`: the PEM certificate(s) to trust instead of the system roots (a private
     /// CA); `None` uses the platform's trust store.
     pub tls_root_cert_pem: Option<Vec<u8>>,
@@ -102,6 +107,8 @@ impl RedisSettings {
             connection_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(10),
             pool_size: 16,
+            pipeline_batch_size: BATCH,
+            scan_count: BATCH,
             tls_root_cert_pem: None,
         }
     }
@@ -115,6 +122,11 @@ impl RedisSettings {
         }
         if self.connection_timeout.is_zero() || self.command_timeout.is_zero() {
             return Err(StoreError::Config("redis timeouts must be positive".into()));
+        }
+        if self.pipeline_batch_size == 0 || self.scan_count == 0 {
+            return Err(StoreError::Config(
+                "redis pipeline batch size and scan count must be at least 1".into(),
+            ));
         }
         if self.pool_size == 0 {
             return Err(StoreError::Config(
@@ -312,6 +324,10 @@ pub(crate) struct Inner {
     pub(crate) keys: Keys,
     command_timeout: Duration,
     connection_timeout: Duration,
+    /// Commands per pipeline.
+    pub(crate) batch: usize,
+    /// `COUNT` per scan page.
+    pub(crate) scan_count: usize,
     scripts: Scripts,
     outage: Outage,
     known: Mutex<Known>,
@@ -428,7 +444,7 @@ impl Inner {
                 .arg(key)
                 .arg(cursor)
                 .arg("COUNT")
-                .arg(BATCH),
+                .arg(self.scan_count),
         )
         .await
     }
@@ -476,9 +492,9 @@ impl Inner {
         let mut cursor = 0;
         loop {
             let (next, page) = self.scan_page::<String>("SSCAN", set, cursor).await?;
-            if !page.is_empty() {
+            for chunk in page.chunks(self.batch) {
                 let mut pipe = redis::pipe();
-                for member in &page {
+                for member in chunk {
                     let key = self.keys.membership(group_type, member);
                     pipe.cmd(if add { "SADD" } else { "SREM" })
                         .arg(key)
@@ -494,14 +510,14 @@ impl Inner {
         }
     }
 
-    /// Adds `cohort_id` to the membership sets of `members`, in pipelines of [`BATCH`].
+    /// Adds `cohort_id` to the membership sets of `members`, in pipelines of `batch` commands.
     async fn index_list(
         &self,
         members: &[&str],
         group_type: &str,
         cohort_id: &str,
     ) -> Result<(), StoreError> {
-        for chunk in members.chunks(BATCH) {
+        for chunk in members.chunks(self.batch) {
             let mut pipe = redis::pipe();
             for member in chunk {
                 let key = self.keys.membership(group_type, member);
@@ -756,6 +772,8 @@ impl RedisStore {
             command_timeout: settings.command_timeout,
             connection_timeout: settings.connection_timeout,
             scripts: Scripts::new(),
+            batch: settings.pipeline_batch_size,
+            scan_count: settings.scan_count,
             outage: Outage::default(),
             known: Mutex::new(Known::default()),
             changes,
@@ -789,10 +807,10 @@ impl RedisStore {
         self.inner.script(invocation).await
     }
 
-    /// Stages `members` into a temporary set, in pipelines of [`BATCH`]. The set has no TTL: the
+    /// Stages `members` into a temporary set, `batch` members per `SADD`. The set has no TTL: the
     /// pending marker points at it until the write completes or a later one repairs it.
     async fn stage(&self, staged: &str, members: &[String]) -> Result<(), StoreError> {
-        for chunk in members.chunks(BATCH) {
+        for chunk in members.chunks(self.inner.batch) {
             let mut pipe = redis::pipe();
             pipe.cmd("SADD").arg(staged).arg(chunk).ignore();
             self.inner.pipe::<()>(&pipe).await?;
@@ -1188,7 +1206,7 @@ impl Store for RedisStore {
 
     async fn claim(&self, keys: &[String], ttl: Duration) -> Result<Vec<bool>, StoreError> {
         let mut claimed = Vec::with_capacity(keys.len());
-        for chunk in keys.chunks(BATCH) {
+        for chunk in keys.chunks(self.inner.batch) {
             let mut pipe = redis::pipe();
             for key in chunk {
                 pipe.cmd("SET")
