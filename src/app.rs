@@ -78,6 +78,13 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     let addr = local_addr(&listener)?;
     let metrics_addr = local_addr(&metrics_listener)?;
 
+    if config.configuration.redis.is_some() {
+        // The Redis store exists (src/store/redis.rs) but the replica coordination that makes
+        // it safe to share (one lease holder syncs, followers load) is not wired yet.
+        tracing::warn!(
+            "redis is configured, but this version keeps flag state in memory; shared mode is not available yet"
+        );
+    }
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let registry = Arc::new(Registry::new(Arc::clone(&store)));
     let state = AppState {
