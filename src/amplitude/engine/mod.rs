@@ -1,1 +1,57 @@
 //! The pure Amplitude Experiment evaluation engine (see `../shared/spec/amplitude-evaluation-engine.md`).
+//!
+//! No I/O, no async, no clock. Parse flags with [`parse_flags`], compile them once per config
+//! version with [`CompiledFlags::compile`], then call [`CompiledFlags::evaluate`] per request with a
+//! context [`Value`] parsed by [`Value::from_json_slice`] (which keeps Kotlin's number kinds).
+
+mod condition;
+mod eval;
+pub mod java;
+mod json;
+mod model;
+mod murmur;
+mod regex_java;
+pub mod semver;
+mod topo;
+mod value;
+
+pub use condition::{CompiledCondition, Op, RegexError, Selected};
+pub use eval::{CompiledFlags, EvaluatedVariant, EvaluationError, EvaluationResults};
+pub use model::{
+    parse_flag, parse_flags, Allocation, Bucket, Condition, Distribution, Flag, FlagParseError,
+    Segment, Variant,
+};
+pub use murmur::murmur3_x86_32;
+pub use regex_java::JavaRegex;
+pub use topo::{sort_indices, topological_sort, CycleError};
+pub use value::{
+    classify_number, coerce_string, coerce_string_list, parse_string_list, JsonError, Value,
+};
+
+/// Resolves a selector against a context-only target `{"context": context}` (spec §5): the first
+/// element must be `"context"`; arrays are not indexable; missing and null both give `None`.
+pub fn select<'a>(context: &'a Value, selector: &[String]) -> Option<&'a Value> {
+    let (root, path) = selector.split_first()?;
+    if root != "context" {
+        return None;
+    }
+    let mut cur = context;
+    for k in path {
+        match cur {
+            Value::Object(map) => cur = map.get(k)?,
+            _ => return None,
+        }
+    }
+    (!cur.is_null()).then_some(cur)
+}
+
+/// Matches one condition (`op`, `values`) against a property value (`None` = null/missing),
+/// exactly as a segment condition would (spec §6). `Err` for a reached invalid regex.
+pub fn match_condition(
+    prop: Option<&Value>,
+    op: &str,
+    values: &[String],
+) -> Result<bool, RegexError> {
+    let cond = CompiledCondition::new(op, values);
+    cond.matches(prop.map_or(Selected::Null, Selected::Value))
+}

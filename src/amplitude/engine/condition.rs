@@ -1,0 +1,401 @@
+//! Compiled conditions and operator semantics (spec §6, §7). Everything that can be precomputed
+//! from the filter values (parsed numbers, versions, regexes, lowercased strings) is done once.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::HashSet;
+
+use indexmap::IndexMap;
+
+use super::java;
+use super::model::Condition;
+use super::regex_java::JavaRegex;
+use super::semver::SemanticVersion;
+use super::value::{coerce_string, coerce_string_list, parse_string_list, Value};
+
+/// The 20 operators (spec §7) plus `Unknown`, which never matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `is`
+    Is,
+    /// `is not`
+    IsNot,
+    /// `contains`
+    Contains,
+    /// `does not contain`
+    DoesNotContain,
+    /// `less`
+    Less,
+    /// `less or equal`
+    LessOrEqual,
+    /// `greater`
+    Greater,
+    /// `greater or equal`
+    GreaterOrEqual,
+    /// `version less`
+    VersionLess,
+    /// `version less or equal`
+    VersionLessOrEqual,
+    /// `version greater`
+    VersionGreater,
+    /// `version greater or equal`
+    VersionGreaterOrEqual,
+    /// `set is`
+    SetIs,
+    /// `set is not`
+    SetIsNot,
+    /// `set contains`
+    SetContains,
+    /// `set does not contain`
+    SetDoesNotContain,
+    /// `set contains any`
+    SetContainsAny,
+    /// `set does not contain any`
+    SetDoesNotContainAny,
+    /// `regex match`
+    RegexMatch,
+    /// `regex does not match`
+    RegexDoesNotMatch,
+    /// Anything else (matching is exact and case-sensitive).
+    Unknown,
+}
+
+impl Op {
+    /// Parses an operator string exactly.
+    pub fn parse(s: &str) -> Op {
+        match s {
+            "is" => Op::Is,
+            "is not" => Op::IsNot,
+            "contains" => Op::Contains,
+            "does not contain" => Op::DoesNotContain,
+            "less" => Op::Less,
+            "less or equal" => Op::LessOrEqual,
+            "greater" => Op::Greater,
+            "greater or equal" => Op::GreaterOrEqual,
+            "version less" => Op::VersionLess,
+            "version less or equal" => Op::VersionLessOrEqual,
+            "version greater" => Op::VersionGreater,
+            "version greater or equal" => Op::VersionGreaterOrEqual,
+            "set is" => Op::SetIs,
+            "set is not" => Op::SetIsNot,
+            "set contains" => Op::SetContains,
+            "set does not contain" => Op::SetDoesNotContain,
+            "set contains any" => Op::SetContainsAny,
+            "set does not contain any" => Op::SetDoesNotContainAny,
+            "regex match" => Op::RegexMatch,
+            "regex does not match" => Op::RegexDoesNotMatch,
+            _ => Op::Unknown,
+        }
+    }
+
+    fn is_set(self) -> bool {
+        matches!(
+            self,
+            Op::SetIs
+                | Op::SetIsNot
+                | Op::SetContains
+                | Op::SetDoesNotContain
+                | Op::SetContainsAny
+                | Op::SetDoesNotContainAny
+        )
+    }
+
+    fn accepts(self, ord: Ordering) -> bool {
+        match self {
+            Op::Less | Op::VersionLess => ord == Ordering::Less,
+            Op::LessOrEqual | Op::VersionLessOrEqual => ord != Ordering::Greater,
+            Op::Greater | Op::VersionGreater => ord == Ordering::Greater,
+            Op::GreaterOrEqual | Op::VersionGreaterOrEqual => ord != Ordering::Less,
+            _ => false,
+        }
+    }
+}
+
+/// A regex filter value that failed to compile is kept and raised only when reached.
+#[derive(Debug, Clone)]
+pub struct RegexError {
+    /// The Java pattern.
+    pub pattern: String,
+    /// Compiler message.
+    pub message: String,
+}
+
+/// A selected property: borrowed, never cloned.
+#[derive(Debug, Clone, Copy)]
+pub enum Selected<'a> {
+    /// Missing or JSON null.
+    Null,
+    /// A value from the context or a result's value/metadata.
+    Value(&'a Value),
+    /// A result variant's key.
+    Str(&'a str),
+    /// A result variant's merged metadata.
+    Map(&'a IndexMap<String, Value>),
+}
+
+/// A condition with everything precomputed from its filter values.
+#[derive(Debug, Clone)]
+pub struct CompiledCondition {
+    /// The operator.
+    pub op: Op,
+    /// Filter values (deduped, ordered).
+    pub values: Vec<String>,
+    has_none: bool,
+    has_bool: bool,
+    value_set: Option<HashSet<String>>,
+    lower: Vec<String>,
+    numbers: Vec<f64>,
+    versions: Vec<SemanticVersion>,
+    regexes: Vec<Result<JavaRegex, RegexError>>,
+}
+
+impl CompiledCondition {
+    /// Precomputes what `op` needs from `values`.
+    pub fn new(op: &str, values: &[String]) -> CompiledCondition {
+        let op = Op::parse(op);
+        let mut c = CompiledCondition {
+            op,
+            values: values.to_vec(),
+            has_none: values.iter().any(|v| v == "(none)"),
+            has_bool: values.iter().any(|v| java::is_boolean_like(v)),
+            value_set: None,
+            lower: Vec::new(),
+            numbers: Vec::new(),
+            versions: Vec::new(),
+            regexes: Vec::new(),
+        };
+        match op {
+            Op::Is | Op::IsNot | Op::SetIs | Op::SetIsNot if values.len() > 8 => {
+                c.value_set = Some(values.iter().cloned().collect());
+            }
+            Op::Contains | Op::DoesNotContain => {
+                c.lower = values.iter().map(|v| v.to_lowercase()).collect()
+            }
+            Op::Less | Op::LessOrEqual | Op::Greater | Op::GreaterOrEqual => {
+                c.numbers = values
+                    .iter()
+                    .filter_map(|v| java::parse_double(v))
+                    .collect();
+            }
+            Op::VersionLess
+            | Op::VersionLessOrEqual
+            | Op::VersionGreater
+            | Op::VersionGreaterOrEqual => {
+                c.versions = values
+                    .iter()
+                    .filter_map(|v| SemanticVersion::parse(v))
+                    .collect();
+            }
+            Op::RegexMatch | Op::RegexDoesNotMatch => {
+                c.regexes = values
+                    .iter()
+                    .map(|v| {
+                        JavaRegex::new(v).map_err(|message| RegexError {
+                            pattern: v.clone(),
+                            message,
+                        })
+                    })
+                    .collect();
+            }
+            _ => {}
+        }
+        c
+    }
+
+    /// From a parsed model condition (selector handled by the caller).
+    pub fn from_model(c: &Condition) -> CompiledCondition {
+        CompiledCondition::new(&c.op, &c.values)
+    }
+
+    /// Matches a selected property (spec §6). `Err` only for an invalid regex that was reached.
+    pub fn matches(&self, prop: Selected<'_>) -> Result<bool, RegexError> {
+        if self.op == Op::Unknown {
+            return Ok(false);
+        }
+        let (list, scalar): (Option<Vec<String>>, Cow<'_, str>) = match prop {
+            Selected::Null => return Ok(self.match_null()),
+            Selected::Str(s) => string_view(s),
+            Selected::Map(m) => {
+                let mut out = Vec::new();
+                super::value::write_json_object(m, &mut out);
+                (None, Cow::Owned(String::from_utf8(out).unwrap_or_default()))
+            }
+            Selected::Value(Value::Null) => return Ok(self.match_null()),
+            Selected::Value(Value::String(s)) => string_view(s),
+            Selected::Value(v @ Value::Array(_)) => (coerce_string_list(v), Cow::Borrowed("")),
+            Selected::Value(v) => (None, coerce_string(v).unwrap_or(Cow::Borrowed(""))),
+        };
+        if self.op.is_set() {
+            return Ok(match list {
+                None => false,
+                Some(p) => self.match_set(&p),
+            });
+        }
+        if let Some(items) = list {
+            for e in &items {
+                if self.match_string(e)? {
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+        self.match_string(&scalar)
+    }
+
+    /// `matchNull` (spec §7.1).
+    fn match_null(&self) -> bool {
+        match self.op {
+            Op::IsNot | Op::DoesNotContain | Op::SetDoesNotContain | Op::SetDoesNotContainAny => {
+                !self.has_none
+            }
+            Op::RegexMatch | Op::Unknown => false,
+            Op::RegexDoesNotMatch | Op::SetIsNot => true,
+            _ => self.has_none,
+        }
+    }
+
+    fn is_member(&self, s: &str) -> bool {
+        match &self.value_set {
+            Some(set) => set.contains(s),
+            None => self.values.iter().any(|v| v == s),
+        }
+    }
+
+    /// `matchesIs(s, values)` (spec §7.2).
+    fn matches_is(&self, s: &str) -> bool {
+        if self.has_bool && java::is_boolean_like(s) {
+            return self.values.iter().any(|v| java::equals_ignore_case(v, s));
+        }
+        self.is_member(s)
+    }
+
+    fn match_string(&self, s: &str) -> Result<bool, RegexError> {
+        Ok(match self.op {
+            Op::Is => self.matches_is(s),
+            Op::IsNot => !self.matches_is(s),
+            Op::Contains => self.contains(s),
+            Op::DoesNotContain => !self.contains(s),
+            Op::Less | Op::LessOrEqual | Op::Greater | Op::GreaterOrEqual => {
+                self.compare_numeric(s)
+            }
+            Op::VersionLess
+            | Op::VersionLessOrEqual
+            | Op::VersionGreater
+            | Op::VersionGreaterOrEqual => self.compare_version(s),
+            Op::RegexMatch => self.regex(s)?,
+            Op::RegexDoesNotMatch => !self.regex(s)?,
+            _ => false,
+        })
+    }
+
+    fn contains(&self, s: &str) -> bool {
+        if self.lower.is_empty() {
+            return false;
+        }
+        let ls = s.to_lowercase();
+        self.lower.iter().any(|v| ls.contains(v.as_str()))
+    }
+
+    fn string_fallback(&self, s: &str) -> bool {
+        self.values
+            .iter()
+            .any(|v| self.op.accepts(java::compare_utf16(s, v)))
+    }
+
+    fn compare_numeric(&self, s: &str) -> bool {
+        match java::parse_double(s) {
+            Some(x) if !self.numbers.is_empty() => self
+                .numbers
+                .iter()
+                .any(|d| self.op.accepts(java::compare_doubles(x, *d))),
+            _ => self.string_fallback(s),
+        }
+    }
+
+    fn compare_version(&self, s: &str) -> bool {
+        match SemanticVersion::parse(s) {
+            Some(x) if !self.versions.is_empty() => {
+                self.versions.iter().any(|d| self.op.accepts(x.cmp(d)))
+            }
+            _ => self.string_fallback(s),
+        }
+    }
+
+    fn regex(&self, s: &str) -> Result<bool, RegexError> {
+        for r in &self.regexes {
+            match r {
+                Ok(re) if re.matches(s) => return Ok(true),
+                Ok(_) => {}
+                Err(e) => return Err(e.clone()),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Set operators (spec §7.5); `p` is deduped.
+    fn match_set(&self, p: &[String]) -> bool {
+        match self.op {
+            Op::SetIs => self.set_equals(p),
+            Op::SetIsNot => !self.set_equals(p),
+            Op::SetContains => self.contains_all(p),
+            Op::SetDoesNotContain => !self.contains_all(p),
+            Op::SetContainsAny => self.contains_any(p),
+            Op::SetDoesNotContainAny => !self.contains_any(p),
+            _ => false,
+        }
+    }
+
+    fn set_equals(&self, p: &[String]) -> bool {
+        p.len() == self.values.len() && p.iter().all(|e| self.is_member(e))
+    }
+
+    fn contains_all(&self, p: &[String]) -> bool {
+        if p.len() < self.values.len() {
+            return false;
+        }
+        let index = PropSet::new(p, self.values.len());
+        self.values.iter().all(|v| index.matches_is(v))
+    }
+
+    fn contains_any(&self, p: &[String]) -> bool {
+        let index = PropSet::new(p, self.values.len());
+        self.values.iter().any(|v| index.matches_is(v))
+    }
+}
+
+/// The property set with `matchesIs(v, P)` support; hashed when large.
+struct PropSet<'a> {
+    items: &'a [String],
+    has_bool: bool,
+    hashed: Option<HashSet<&'a str>>,
+}
+
+impl<'a> PropSet<'a> {
+    fn new(items: &'a [String], probes: usize) -> PropSet<'a> {
+        let hashed =
+            (items.len() * probes > 64).then(|| items.iter().map(String::as_str).collect());
+        PropSet {
+            items,
+            has_bool: items.iter().any(|e| java::is_boolean_like(e)),
+            hashed,
+        }
+    }
+
+    fn matches_is(&self, v: &str) -> bool {
+        if self.has_bool && java::is_boolean_like(v) {
+            return self.items.iter().any(|e| java::equals_ignore_case(e, v));
+        }
+        match &self.hashed {
+            Some(h) => h.contains(v),
+            None => self.items.iter().any(|e| e == v),
+        }
+    }
+}
+
+/// A string property: a list if it starts with `[` and parses as a JSON array, else a scalar.
+fn string_view(s: &str) -> (Option<Vec<String>>, Cow<'_, str>) {
+    match parse_string_list(s) {
+        Some(list) => (Some(list), Cow::Borrowed("")),
+        None => (None, Cow::Borrowed(s)),
+    }
+}

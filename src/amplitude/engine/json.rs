@@ -1,0 +1,283 @@
+//! A small, careful JSON reader that keeps the raw text of number tokens.
+//!
+//! Why our own reader: the engine must classify numbers from their raw spelling (spec §3: `1e3` is an
+//! Int, `13.0` a Double) and serde_json only exposes raw text with the global `arbitrary_precision`
+//! feature, which breaks untagged deserialisation elsewhere in the crate. A ~200-line recursive reader
+//! with a depth limit is simpler to audit than adding a streaming crate.
+//!
+//! Accepted syntax is strict RFC 8259 JSON, except that number tokens are read as any run of
+//! `[0-9+\-.eE]` and then validated by the engine's classification (kotlinx lenient mode accepts more
+//! spellings such as `01` or `1.`). Unquoted words other than `true`/`false`/`null` are rejected.
+
+use std::borrow::Cow;
+
+/// Maximum nesting of arrays/objects; deeper input is rejected so hostile input cannot overflow the stack.
+pub const MAX_DEPTH: usize = 128;
+
+/// A parse failure with the byte offset where it was detected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid JSON at byte {offset}: {message}")]
+pub struct JsonError {
+    /// Byte offset in the input.
+    pub offset: usize,
+    /// What went wrong.
+    pub message: &'static str,
+}
+
+/// A borrowed JSON tree whose numbers keep their raw text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node<'a> {
+    /// `null`
+    Null,
+    /// `true` / `false`
+    Bool(bool),
+    /// A number token, raw text.
+    Number(&'a str),
+    /// A string (borrowed when it has no escapes).
+    Str(Cow<'a, str>),
+    /// An array.
+    Array(Vec<Node<'a>>),
+    /// An object, in document order (duplicates kept; consumers apply last-wins).
+    Object(Vec<(Cow<'a, str>, Node<'a>)>),
+}
+
+impl<'a> Node<'a> {
+    /// Looks up the last occurrence of `key` in an object node.
+    pub fn get(&self, key: &str) -> Option<&Node<'a>> {
+        match self {
+            Node::Object(entries) => entries.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+/// Parses one complete JSON document (surrounding whitespace allowed).
+pub fn parse(bytes: &[u8]) -> Result<Node<'_>, JsonError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| JsonError {
+        offset: e.valid_up_to(),
+        message: "input is not UTF-8",
+    })?;
+    let mut r = Reader {
+        s: text,
+        b: bytes,
+        i: 0,
+    };
+    r.ws();
+    let node = r.value(0)?;
+    r.ws();
+    if r.i != r.b.len() {
+        return Err(r.err("trailing characters"));
+    }
+    Ok(node)
+}
+
+struct Reader<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn err(&self, message: &'static str) -> JsonError {
+        JsonError {
+            offset: self.i,
+            message,
+        }
+    }
+
+    fn ws(&mut self) {
+        while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Node<'a>, JsonError> {
+        match self.b.get(self.i) {
+            None => Err(self.err("unexpected end of input")),
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b'"') => Ok(Node::Str(self.string()?)),
+            Some(b't') => self.word("true", Node::Bool(true)),
+            Some(b'f') => self.word("false", Node::Bool(false)),
+            Some(b'n') => self.word("null", Node::Null),
+            Some(c) if c.is_ascii_digit() || *c == b'-' => Ok(self.number()),
+            Some(_) => Err(self.err("unexpected character")),
+        }
+    }
+
+    fn word(&mut self, w: &str, node: Node<'a>) -> Result<Node<'a>, JsonError> {
+        if self.b[self.i..].starts_with(w.as_bytes()) {
+            self.i += w.len();
+            Ok(node)
+        } else {
+            Err(self.err("invalid literal"))
+        }
+    }
+
+    fn number(&mut self) -> Node<'a> {
+        let start = self.i;
+        while self.i < self.b.len()
+            && matches!(
+                self.b[self.i],
+                b'0'..=b'9' | b'+' | b'-' | b'.' | b'e' | b'E'
+            )
+        {
+            self.i += 1;
+        }
+        Node::Number(&self.s[start..self.i])
+    }
+
+    fn array(&mut self, depth: usize) -> Result<Node<'a>, JsonError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("nesting too deep"));
+        }
+        self.i += 1;
+        let mut items = Vec::new();
+        self.ws();
+        if self.b.get(self.i) == Some(&b']') {
+            self.i += 1;
+            return Ok(Node::Array(items));
+        }
+        loop {
+            self.ws();
+            items.push(self.value(depth)?);
+            self.ws();
+            match self.b.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Node::Array(items));
+                }
+                _ => return Err(self.err("expected ',' or ']'")),
+            }
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Node<'a>, JsonError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("nesting too deep"));
+        }
+        self.i += 1;
+        let mut entries = Vec::new();
+        self.ws();
+        if self.b.get(self.i) == Some(&b'}') {
+            self.i += 1;
+            return Ok(Node::Object(entries));
+        }
+        loop {
+            self.ws();
+            if self.b.get(self.i) != Some(&b'"') {
+                return Err(self.err("expected object key"));
+            }
+            let key = self.string()?;
+            self.ws();
+            if self.b.get(self.i) != Some(&b':') {
+                return Err(self.err("expected ':'"));
+            }
+            self.i += 1;
+            self.ws();
+            let v = self.value(depth)?;
+            entries.push((key, v));
+            self.ws();
+            match self.b.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(Node::Object(entries));
+                }
+                _ => return Err(self.err("expected ',' or '}'")),
+            }
+        }
+    }
+
+    fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
+        self.i += 1;
+        let start = self.i;
+        // Fast path: no escapes.
+        while self.i < self.b.len() {
+            match self.b[self.i] {
+                b'"' => {
+                    let s = &self.s[start..self.i];
+                    self.i += 1;
+                    return Ok(Cow::Borrowed(s));
+                }
+                b'\\' => break,
+                c if c < 0x20 => return Err(self.err("control character in string")),
+                _ => self.i += 1,
+            }
+        }
+        let mut out = String::from(&self.s[start..self.i]);
+        loop {
+            let Some(&c) = self.b.get(self.i) else {
+                return Err(self.err("unterminated string"));
+            };
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(Cow::Owned(out));
+                }
+                b'\\' => {
+                    self.i += 1;
+                    self.escape(&mut out)?;
+                }
+                c if c < 0x20 => return Err(self.err("control character in string")),
+                _ => {
+                    let run_start = self.i;
+                    while self.i < self.b.len()
+                        && !matches!(self.b[self.i], b'"' | b'\\' | 0..=0x1f)
+                    {
+                        self.i += 1;
+                    }
+                    out.push_str(&self.s[run_start..self.i]);
+                }
+            }
+        }
+    }
+
+    fn escape(&mut self, out: &mut String) -> Result<(), JsonError> {
+        let Some(&c) = self.b.get(self.i) else {
+            return Err(self.err("unterminated escape"));
+        };
+        self.i += 1;
+        match c {
+            b'"' => out.push('"'),
+            b'\\' => out.push('\\'),
+            b'/' => out.push('/'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'n' => out.push('\n'),
+            b'r' => out.push('\r'),
+            b't' => out.push('\t'),
+            b'u' => {
+                let hi = self.hex4()?;
+                if (0xD800..0xDC00).contains(&hi) && self.b[self.i..].starts_with(b"\\u") {
+                    let save = self.i;
+                    self.i += 2;
+                    let lo = self.hex4()?;
+                    if (0xDC00..0xE000).contains(&lo) {
+                        let cp = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                        out.push(char::from_u32(cp).unwrap_or('\u{FFFD}'));
+                        return Ok(());
+                    }
+                    self.i = save;
+                }
+                // Lone surrogates cannot be represented in Rust strings; use U+FFFD.
+                out.push(char::from_u32(hi).unwrap_or('\u{FFFD}'));
+            }
+            _ => return Err(self.err("invalid escape")),
+        }
+        Ok(())
+    }
+
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let Some(h) = self.s.get(self.i..self.i + 4) else {
+            return Err(self.err("short \\u escape"));
+        };
+        let v = u32::from_str_radix(h, 16).map_err(|_| self.err("invalid \\u escape"))?;
+        if !h.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(self.err("invalid \\u escape"));
+        }
+        self.i += 4;
+        Ok(v)
+    }
+}
