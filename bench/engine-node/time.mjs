@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+// Times @amplitude/experiment-core (pinned in package-lock.json) on the engine benchmark
+// fixture, to compare with `cargo bench --bench engine`.
+//
+//   node bench/engine-node/time.mjs [--seconds S] [--json]
+//
+// Reports mean microseconds per call for:
+//   evaluate        engine.evaluate(context, flagsSortedOnce)  (same work as our CompiledFlags::evaluate)
+//   sort+evaluate   topologicalSort + evaluate per call, as the Node SDK's local evaluation does
+//   parse+eval+json JSON.parse(context text) + evaluate + JSON.stringify(results)
+// Each is warmed up (JIT) for a second, then run in batches until the time budget is spent.
+
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { EvaluationEngine, topologicalSort } from '@amplitude/experiment-core';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const args = process.argv.slice(2);
+const seconds = Number(args[args.indexOf('--seconds') + 1]) || 3;
+const asJson = args.includes('--json');
+
+const flags = JSON.parse(readFileSync(join(root, 'benches/fixtures/realistic-50-flags.json'), 'utf8'));
+const contextText = readFileSync(join(root, 'benches/fixtures/realistic-user-context.json'), 'utf8');
+const context = JSON.parse(contextText);
+const byKey = Object.fromEntries(flags.map((f) => [f.key, f]));
+const sorted = topologicalSort(byKey);
+const engine = new EvaluationEngine();
+
+let sink = 0;
+/** Mean µs per call of fn: 1 s warm-up, then batches for `seconds`. */
+function time(fn) {
+  const deadline = (ms) => performance.now() + ms;
+  for (const end = deadline(1000); performance.now() < end; ) sink += fn();
+  let calls = 0;
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  while (performance.now() < end) {
+    for (let i = 0; i < 1000; i++) sink += fn();
+    calls += 1000;
+  }
+  return ((performance.now() - start) * 1000) / calls;
+}
+
+const results = engine.evaluate(context, sorted);
+const out = {
+  node: process.version,
+  package: '@amplitude/experiment-core@' + JSON.parse(readFileSync(join(root, 'bench/engine-node/node_modules/@amplitude/experiment-core/package.json'), 'utf8')).version,
+  flags: flags.length,
+  results: Object.keys(results).length,
+  evaluate_us: time(() => Object.keys(engine.evaluate(context, sorted)).length),
+  sort_evaluate_us: time(() => Object.keys(engine.evaluate(context, topologicalSort(byKey))).length),
+  parse_eval_json_us: time(() => JSON.stringify(engine.evaluate(JSON.parse(contextText), sorted)).length),
+};
+if (asJson) {
+  console.log(JSON.stringify(out));
+} else {
+  console.log(`${out.package} on node ${out.node}: ${out.flags} flags, ${out.results} results`);
+  console.log(`  evaluate          ${out.evaluate_us.toFixed(2)} µs/eval`);
+  console.log(`  sort+evaluate     ${out.sort_evaluate_us.toFixed(2)} µs/eval`);
+  console.log(`  parse+eval+json   ${out.parse_eval_json_us.toFixed(2)} µs/eval`);
+}
+if (sink === 0.5) console.log('unreachable');
