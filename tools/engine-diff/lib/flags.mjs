@@ -21,6 +21,7 @@ const INVALID_REGEX = ['(', '[a-', 'a)', '*a', '(?<', 'a{2,1}'];
 
 /** Reads a context value the way both engines do for object-only paths. */
 function lookup(root, path) {
+  if (path.length === 0) return undefined;
   let node = root;
   for (const el of path) {
     if (node === null || typeof node !== 'object' || Array.isArray(node)) return undefined;
@@ -110,6 +111,8 @@ function filterValues(r, op, forms) {
   }
   // Numeric operators: junk values are dropped on the JVM and NaN in JS, which agree as
   // long as some value parses (otherwise the JVM compares strings and JS says false).
+  // `(none)` is junk too for a non-null property.
+  if (NUMERIC_OPS.includes(op) && out.length > 0 && !out.some(isNumericSafe)) out.push(r.pick(NUMERIC_STRINGS));
   if (NUMERIC_OPS.includes(op) && out.some(isNumericSafe) && r.chance(0.15)) out.push(r.pick(NUMERIC_JUNK));
   // Duplicates only where neither engine can tell (JS does not dedupe; the JVM does).
   if (!SET_OPS.includes(op) && out.length > 0 && r.chance(0.05)) out.push(out[0]);
