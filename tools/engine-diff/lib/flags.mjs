@@ -55,6 +55,11 @@ const MISSING_SELECTORS = [
   [],
 ];
 
+/** Code-point slice: a UTF-16 slice could leave a lone surrogate, which Rust strings cannot hold. */
+function slice(s, start, end) {
+  return Array.from(s).slice(start, end).join('');
+}
+
 function changeCase(r, s) {
   return r.pick([s.toUpperCase(), s.toLowerCase(), s]);
 }
@@ -75,7 +80,7 @@ function filterValues(r, op, forms) {
       v = r.weighted([
         [4, () => f ?? r.pick(WORDS)],
         [2, () => (f !== undefined ? changeCase(r, f) : r.pick(WORDS))],
-        [2, () => (f !== undefined && op.includes('contain') ? f.slice(r.int(0, f.length), r.int(0, f.length + 1)) : r.pick(WORDS))],
+        [2, () => (f !== undefined && op.includes('contain') ? slice(f, r.int(0, f.length), r.int(0, f.length + 1)) : r.pick(WORDS))],
         [1, () => r.pick(['(none)', 'true', 'FALSE', ''])],
         [1, () => r.pick(NUMERIC_STRINGS)],
       ])();
