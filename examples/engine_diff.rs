@@ -95,7 +95,10 @@ fn run_ours(case: &Case) -> Outcome {
                 Ok(other) => err("output", format!("results are not an object: {other}")),
                 Err(e) => err(
                     "output",
-                    format!("invalid JSON from write_json: {e}: {}", String::from_utf8_lossy(&out)),
+                    format!(
+                        "invalid JSON from write_json: {e}: {}",
+                        String::from_utf8_lossy(&out)
+                    ),
                 ),
             }
         }
@@ -120,7 +123,11 @@ fn js_outcome(js: &Json) -> Outcome {
     let order = js
         .get("order")
         .and_then(Json::as_array)
-        .map(|a| a.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let results = js
         .get("results")
@@ -193,14 +200,29 @@ fn diff_results(ours: &Map<String, Json>, theirs: &Map<String, Json>, label: &st
 fn compare(ours: &Outcome, theirs: &Outcome, label: &str) -> Vec<String> {
     match (ours, theirs) {
         (Outcome::Err { class: a, .. }, Outcome::Err { class: b, .. }) if a == b => vec![],
-        (Outcome::Ok { order: oa, results: ra }, Outcome::Ok { order: ob, results: rb }) => {
+        (
+            Outcome::Ok {
+                order: oa,
+                results: ra,
+            },
+            Outcome::Ok {
+                order: ob,
+                results: rb,
+            },
+        ) => {
             let mut lines = diff_results(ra, rb, label);
             if oa != ob {
-                lines.push(format!("  topological order: ours {oa:?} != {label} {ob:?}"));
+                lines.push(format!(
+                    "  topological order: ours {oa:?} != {label} {ob:?}"
+                ));
             }
             lines
         }
-        _ => vec![format!("  ours {} vs {label} {}", ours.to_json(), theirs.to_json())],
+        _ => vec![format!(
+            "  ours {} vs {label} {}",
+            ours.to_json(),
+            theirs.to_json()
+        )],
     }
 }
 
@@ -213,7 +235,11 @@ fn expected_outcome(expected: &Json, ours_order: Option<&[String]>) -> Outcome {
     let order = expected
         .get("order")
         .and_then(Json::as_array)
-        .map(|a| a.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|k| k.as_str().map(String::from))
+                .collect()
+        })
         .or_else(|| ours_order.map(<[String]>::to_vec))
         .unwrap_or_default();
     let mut results = expected
@@ -303,8 +329,7 @@ fn main() -> Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        let case: Case =
-            serde_json::from_str(&line).with_context(|| format!("line {}", n + 1))?;
+        let case: Case = serde_json::from_str(&line).with_context(|| format!("line {}", n + 1))?;
         let ours = run_ours(&case);
         let js = js_outcome(&case.js);
         let (lines, tally) = match &case.expected {
@@ -331,7 +356,10 @@ fn main() -> Result<()> {
     failures.flush()?;
     let failed = random.failed + known.failed;
     if failed > shown {
-        println!("({} more failures not shown; all are in {failures_path})", failed - shown);
+        println!(
+            "({} more failures not shown; all are in {failures_path})",
+            failed - shown
+        );
     }
     println!(
         "random cases: {} passed, {} failed; known-difference cases: {} passed, {} failed",
