@@ -212,34 +212,27 @@ impl CompiledCondition {
         if self.op == Op::Unknown {
             return Ok(false);
         }
-        let (list, scalar): (Option<Vec<String>>, Cow<'_, str>) = match prop {
-            Selected::Null => return Ok(self.match_null()),
-            Selected::Str(s) => string_view(s),
-            Selected::Map(m) => {
-                let mut out = Vec::new();
-                super::value::write_json_object(m, &mut out);
-                (None, Cow::Owned(String::from_utf8(out).unwrap_or_default()))
-            }
-            Selected::Value(Value::Null) => return Ok(self.match_null()),
-            Selected::Value(Value::String(s)) => string_view(s),
-            Selected::Value(v @ Value::Array(_)) => (coerce_string_list(v), Cow::Borrowed("")),
-            Selected::Value(v) => (None, coerce_string(v).unwrap_or(Cow::Borrowed(""))),
-        };
-        if self.op.is_set() {
-            return Ok(match list {
-                None => false,
-                Some(p) => self.match_set(&p),
-            });
-        }
-        if let Some(items) = list {
-            for e in &items {
-                if self.match_string(e)? {
-                    return Ok(true);
+        self.matches_view(&PropView::of(prop))
+    }
+
+    /// Matches a property already coerced with [`PropView::of`] (lets callers reuse the coercion
+    /// across conditions on the same selector).
+    pub fn matches_view(&self, view: &PropView<'_>) -> Result<bool, RegexError> {
+        match (view, self.op) {
+            (_, Op::Unknown) => Ok(false),
+            (PropView::Null, _) => Ok(self.match_null()),
+            (PropView::List(p), op) if op.is_set() => Ok(self.match_set(p)),
+            (PropView::Scalar(_), op) if op.is_set() => Ok(false),
+            (PropView::List(items), _) => {
+                for e in items {
+                    if self.match_string(e)? {
+                        return Ok(true);
+                    }
                 }
+                Ok(false)
             }
-            return Ok(false);
+            (PropView::Scalar(s), _) => self.match_string(s),
         }
-        self.match_string(&scalar)
     }
 
     /// `matchNull` (spec §7.1).
@@ -291,6 +284,12 @@ impl CompiledCondition {
     fn contains(&self, s: &str) -> bool {
         if self.lower.is_empty() {
             return false;
+        }
+        if s.is_ascii() && self.lower.iter().all(|v| v.is_ascii()) {
+            return self
+                .lower
+                .iter()
+                .any(|v| ascii_icontains(s.as_bytes(), v.as_bytes()));
         }
         let ls = s.to_lowercase();
         self.lower.iter().any(|v| ls.contains(v.as_str()))
@@ -392,10 +391,52 @@ impl<'a> PropSet<'a> {
     }
 }
 
-/// A string property: a list if it starts with `[` and parses as a JSON array, else a scalar.
-fn string_view(s: &str) -> (Option<Vec<String>>, Cow<'_, str>) {
-    match parse_string_list(s) {
-        Some(list) => (Some(list), Cow::Borrowed("")),
-        None => (None, Cow::Borrowed(s)),
+/// A property after `coerceStringList`/`coerceString` (spec §6 steps 2–6).
+#[derive(Debug, Clone)]
+pub enum PropView<'a> {
+    /// Null or missing: `matchNull` applies.
+    Null,
+    /// An array, or a string that is a `[`-prefixed JSON array: deduped element strings.
+    List(Vec<String>),
+    /// Anything else, as its coerced string.
+    Scalar(Cow<'a, str>),
+}
+
+impl<'a> PropView<'a> {
+    /// Coerces a selected property once.
+    pub fn of(prop: Selected<'a>) -> PropView<'a> {
+        match prop {
+            Selected::Null | Selected::Value(Value::Null) => PropView::Null,
+            Selected::Str(s) => PropView::of_str(s),
+            Selected::Value(Value::String(s)) => PropView::of_str(s),
+            Selected::Map(m) => {
+                let mut out = Vec::new();
+                super::value::write_json_object(m, &mut out);
+                PropView::Scalar(Cow::Owned(String::from_utf8(out).unwrap_or_default()))
+            }
+            Selected::Value(v @ Value::Array(_)) => match coerce_string_list(v) {
+                Some(l) => PropView::List(l),
+                None => PropView::Null,
+            },
+            Selected::Value(v) => match coerce_string(v) {
+                Some(s) => PropView::Scalar(s),
+                None => PropView::Null,
+            },
+        }
     }
+
+    fn of_str(s: &'a str) -> PropView<'a> {
+        match parse_string_list(s) {
+            Some(list) => PropView::List(list),
+            None => PropView::Scalar(Cow::Borrowed(s)),
+        }
+    }
+}
+
+/// ASCII case-insensitive substring test (`needle` is already lowercase).
+fn ascii_icontains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
