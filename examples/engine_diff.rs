@@ -362,7 +362,7 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "random cases: {} passed, {} failed; known-difference cases: {} passed, {} failed",
+        "generated cases (random + fixture): {} passed, {} failed; known-difference cases: {} passed, {} failed",
         random.passed, random.failed, known.passed, known.failed
     );
     println!("{} passed, {} failed", random.passed + known.passed, failed);

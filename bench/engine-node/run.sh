@@ -23,7 +23,8 @@ node_json="$(node "$here/time.mjs" --seconds "$seconds" --json)"
 CRITERION_DIR="${CARGO_TARGET_DIR:-$root/target}/criterion" NODE_JSON="$node_json" node --input-type=module -e '
 import { readFileSync } from "node:fs";
 const dir = process.env.CRITERION_DIR;
-const mean = (name) => JSON.parse(readFileSync(`${dir}/engine/${name}/new/estimates.json`, "utf8")).mean.point_estimate / 1000;
+// Criterion reports the slope estimate when it has one (linear sampling), else the mean.
+const mean = (name) => { const e = JSON.parse(readFileSync(`${dir}/engine/${name}/new/estimates.json`, "utf8")); return (e.slope ?? e.mean).point_estimate / 1000; };
 const js = JSON.parse(process.env.NODE_JSON);
 const ours = {
   evaluate: mean("evaluate_50_flags"),
