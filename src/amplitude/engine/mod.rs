@@ -29,7 +29,7 @@ pub mod semver;
 mod topo;
 mod value;
 
-pub use condition::{CompiledCondition, Op, RegexError, Selected};
+pub use condition::{CompiledCondition, Op, PropList, PropView, RegexError, Scalar, Selected};
 pub use eval::{CompiledFlags, EvaluatedVariant, EvaluationError, EvaluationResults};
 pub use model::{
     parse_flag, parse_flags, Allocation, Bucket, Condition, Distribution, Flag, FlagParseError,

@@ -22,7 +22,11 @@ impl JavaRegex {
     pub fn new(pattern: &str) -> Result<JavaRegex, String> {
         let translated = translate(pattern)?;
         let wrapped = format!(r"\A(?:{translated})\z");
-        match regex::Regex::new(&wrapped) {
+        // Generous size limit: configs sometimes hold long alternations of ids.
+        let fast = regex::RegexBuilder::new(&wrapped)
+            .size_limit(64 << 20)
+            .build();
+        match fast {
             Ok(r) => Ok(JavaRegex::Fast(r)),
             Err(fast_err) => match fancy_regex::Regex::new(&wrapped) {
                 Ok(r) => Ok(JavaRegex::Fancy(Box::new(r))),

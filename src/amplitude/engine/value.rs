@@ -41,6 +41,10 @@ impl Value {
     /// Parses JSON text, classifying number tokens from their raw text exactly as spec §3
     /// (`1e3` → `Int(1000)`, `10e-1` → `Int(1)`, `13.0` → `Double`, `9223372036854775808` → `Double`,
     /// and the kotlinx 20-digit wrap quirk). Nesting deeper than 128 levels is rejected.
+    ///
+    /// Uses the crate's own small reader rather than serde_json: serde_json only exposes raw number
+    /// text through its global `arbitrary_precision` feature, which would break untagged/figment
+    /// deserialisation elsewhere in the crate.
     pub fn from_json_slice(bytes: &[u8]) -> Result<Value, JsonError> {
         let node = json::parse(bytes)?;
         Value::from_node(&node)
