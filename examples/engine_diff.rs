@@ -137,7 +137,8 @@ fn js_outcome(js: &Json) -> Outcome {
     Outcome::Ok { order, results }
 }
 
-/// Deep equality with numbers compared by value (JS has one number kind).
+/// Deep equality with numbers compared by value (JS has one number kind). Object key order
+/// must match too: the generator avoids integer-like keys, the one case where JS reorders.
 fn json_eq(a: &Json, b: &Json) -> bool {
     match (a, b) {
         (Json::Number(x), Json::Number(y)) => x.as_f64() == y.as_f64(),
@@ -147,9 +148,23 @@ fn json_eq(a: &Json, b: &Json) -> bool {
         (Json::Object(x), Json::Object(y)) => {
             x.len() == y.len()
                 && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+                    .zip(y)
+                    .all(|((k, v), (l, w))| k == l && json_eq(v, w))
         }
         _ => a == b,
+    }
+}
+
+/// Variant equality: the same fields (in any order; JS keeps the config's field order) with
+/// equal values (ordered comparison inside value, payload and metadata).
+fn variant_eq(a: &Json, b: &Json) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(x), Some(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+        }
+        _ => json_eq(a, b),
     }
 }
 
@@ -176,7 +191,7 @@ fn diff_results(ours: &Map<String, Json>, theirs: &Map<String, Json>, label: &st
             None => lines.push(format!("  flag {k:?}: ours has no result, {label} has {v}")),
             Some(o) => {
                 let (o, t) = (normalise_variant(o), normalise_variant(v));
-                if !json_eq(&o, &t) {
+                if !variant_eq(&o, &t) {
                     lines.push(format!("  flag {k:?}: ours {o} != {label} {t}"));
                 }
             }
