@@ -127,7 +127,18 @@ function knownCase(k, index) {
   };
 }
 
+/** Refuses to run with an experiment-core other than the pinned one (stale node_modules). */
+function checkPinnedVersion() {
+  const here = dirname(fileURLToPath(import.meta.url));
+  const pinned = JSON.parse(readFileSync(join(here, 'package.json'), 'utf8')).dependencies['@amplitude/experiment-core'];
+  const installed = JSON.parse(readFileSync(join(here, 'node_modules/@amplitude/experiment-core/package.json'), 'utf8')).version;
+  if (installed !== pinned) {
+    throw new Error(`@amplitude/experiment-core ${installed} is installed but ${pinned} is pinned: run npm ci in ${here}`);
+  }
+}
+
 async function main() {
+  checkPinnedVersion();
   const args = parseArgs(process.argv);
   const out = createWriteStream(args.out);
   const write = (obj) => new Promise((resolve) => (out.write(`${JSON.stringify(obj)}\n`) ? resolve() : out.once('drain', resolve)));
