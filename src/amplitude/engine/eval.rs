@@ -36,41 +36,98 @@ pub enum EvaluationError {
 }
 
 /// One flag result: the variant with merged metadata (spec §10).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Results are built once per (flag, segment, variant) at compile time and shared by every
+/// evaluation, so the JSON form is serialised then too: writing a result is a copy.
+#[derive(Debug, Clone)]
 pub struct EvaluatedVariant {
-    /// The variant's own key.
-    pub key: String,
-    /// The variant value.
-    pub value: Option<Value>,
-    /// The variant payload.
-    pub payload: Option<Value>,
-    /// Flag < segment < variant metadata; `None` when the merge is empty.
-    pub metadata: Option<IndexMap<String, Value>>,
+    key: String,
+    value: Option<Value>,
+    payload: Option<Value>,
+    metadata: Option<IndexMap<String, Value>>,
+    /// `{"key":..,"value"?:..,"payload"?:..,"metadata"?:{..}}`, precomputed.
+    json: Box<[u8]>,
+    /// Whether the v1 endpoints drop this result.
+    v1_hidden: bool,
+}
+
+impl PartialEq for EvaluatedVariant {
+    fn eq(&self, other: &Self) -> bool {
+        // `json` and `v1_hidden` derive from the other fields.
+        self.key == other.key
+            && self.value == other.value
+            && self.payload == other.payload
+            && self.metadata == other.metadata
+    }
 }
 
 impl EvaluatedVariant {
+    /// A result; null `value`/`payload` are treated as absent, an empty metadata map as none.
+    pub fn new(
+        key: String,
+        value: Option<Value>,
+        payload: Option<Value>,
+        metadata: Option<IndexMap<String, Value>>,
+    ) -> Self {
+        let value = value.filter(|v| !v.is_null());
+        let payload = payload.filter(|v| !v.is_null());
+        let metadata = metadata.filter(|m| !m.is_empty());
+        let mut json = Vec::new();
+        json.extend_from_slice(b"{\"key\":");
+        write_json_string(&key, &mut json);
+        if let Some(v) = &value {
+            json.extend_from_slice(b",\"value\":");
+            v.write_json(&mut json);
+        }
+        if let Some(v) = &payload {
+            json.extend_from_slice(b",\"payload\":");
+            v.write_json(&mut json);
+        }
+        if let Some(m) = &metadata {
+            json.extend_from_slice(b",\"metadata\":");
+            write_json_object(m, &mut json);
+        }
+        json.push(b'}');
+        let meta = |k: &str| metadata.as_ref().and_then(|m| m.get(k));
+        let v1_hidden = meta("default") == Some(&Value::Bool(true))
+            || meta("deployed") == Some(&Value::Bool(false));
+        Self {
+            key,
+            value,
+            payload,
+            metadata,
+            json: json.into_boxed_slice(),
+            v1_hidden,
+        }
+    }
+
+    /// The variant's own key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The variant value, if not null.
+    pub fn value(&self) -> Option<&Value> {
+        self.value.as_ref()
+    }
+
+    /// The variant payload, if not null.
+    pub fn payload(&self) -> Option<&Value> {
+        self.payload.as_ref()
+    }
+
+    /// Flag < segment < variant metadata; `None` when the merge is empty.
+    pub fn metadata(&self) -> Option<&IndexMap<String, Value>> {
+        self.metadata.as_ref()
+    }
+
     /// Writes `{"key":..,"value"?:..,"payload"?:..,"metadata"?:{..}}` with nulls omitted.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"key\":");
-        write_json_string(&self.key, out);
-        if let Some(v) = self.value.as_ref().filter(|v| !v.is_null()) {
-            out.extend_from_slice(b",\"value\":");
-            v.write_json(out);
-        }
-        if let Some(v) = self.payload.as_ref().filter(|v| !v.is_null()) {
-            out.extend_from_slice(b",\"payload\":");
-            v.write_json(out);
-        }
-        if let Some(m) = &self.metadata {
-            out.extend_from_slice(b",\"metadata\":");
-            write_json_object(m, out);
-        }
-        out.push(b'}');
+        out.extend_from_slice(&self.json);
     }
 
     fn v1_hidden(&self) -> bool {
-        let meta = |k: &str| self.metadata.as_ref().and_then(|m| m.get(k));
-        meta("default") == Some(&Value::Bool(true)) || meta("deployed") == Some(&Value::Bool(false))
+        self.v1_hidden
     }
 }
 
@@ -368,16 +425,16 @@ impl<'a> SegmentBuilder<'a> {
             .entry(variant_key)
             .or_insert_with(|| {
                 let v = flag.variants.get(variant_key)?;
-                Some(Arc::new(EvaluatedVariant {
-                    key: v.key.clone(),
-                    value: v.value.clone().filter(|x| !x.is_null()),
-                    payload: v.payload.clone().filter(|x| !x.is_null()),
-                    metadata: merge_metadata([
+                Some(Arc::new(EvaluatedVariant::new(
+                    v.key.clone(),
+                    v.value.clone(),
+                    v.payload.clone(),
+                    merge_metadata([
                         flag.metadata.as_ref(),
                         segment.metadata.as_ref(),
                         v.metadata.as_ref(),
                     ]),
-                }))
+                )))
             })
             .clone()
     }
