@@ -62,12 +62,14 @@ mod validate;
 mod tests;
 
 pub use env::{
-    CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ENV_VARS, PROJECTS_PATH_ENV, PROJECT_ENV_VARS,
+    CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ENV_VARS, FLAGSMITH_ENVIRONMENTS_ENV, PROJECTS_PATH_ENV,
+    PROJECT_ENV_VARS,
 };
 pub use error::ConfigError;
 pub use load::LoadedConfig;
 pub use secret::{redact_url, RedisUri, Secret, REDACTED};
 pub use types::{
     AssignmentConfig, Config, Configuration, CorsConfig, DeploymentConfig, DeploymentSource,
-    LogFormat, MetricsConfig, ProjectConfig, ReadFrom, RedisConfig, ServerUrl, ServerZone,
+    FlagsmithConfig, FlagsmithEnvironment, LogFormat, MetricsConfig, ProjectConfig, ReadFrom,
+    RedisConfig, ServerUrl, ServerZone,
 };
