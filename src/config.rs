@@ -49,6 +49,10 @@
 //! - Extensions, each with an env var: `host`, `shutdownGracePeriodMillis`,
 //!   `maxRequestBodyBytes`, `cors.allowedOrigins`, `logLevel`, `logFormat`,
 //!   `flagSyncJitterPercent`, `assignment.queueCapacity`.
+//! - `configuration.flagsmith` (Flagsmith Edge Proxy compatibility): `apiUrl`,
+//!   `apiPollFrequencySeconds`, `apiPollTimeoutSeconds`, `environmentUpdateGracePeriodSeconds`
+//!   (`FLAGSMITH_*` env vars) and `environments` (`FLAGSMITH_ENVIRONMENT_KEY_PAIRS`, JSON in the
+//!   reference's format). With at least one Flagsmith environment, `projects` may be empty.
 
 mod env;
 mod error;
