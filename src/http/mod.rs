@@ -177,6 +177,9 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-amp-exp-library"),
             HeaderName::from_static("x-amp-exp-exposure-track"),
             HeaderName::from_static(flagsmith::ENVIRONMENT_KEY_HEADER),
+            HeaderName::from_static("flagsmith-application-name"),
+            HeaderName::from_static("flagsmith-application-version"),
+            HeaderName::from_static("flagsmith-sdk-user-agent"),
         ])
         .max_age(std::time::Duration::from_secs(3600))
 }
