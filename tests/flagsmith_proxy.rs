@@ -354,6 +354,26 @@ async fn keys_and_status_codes() {
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), expected);
         assert_eq!(text, expected.to_string(), "compact, key order kept");
     }
+    // Large documents are served gzip-compressed to clients that accept it.
+    let gzip_client = reqwest::Client::builder().gzip(true).build().unwrap();
+    let response = gzip_client
+        .get(app.url("/api/v1/environment-document/"))
+        .header("x-environment-key", SERVER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap(), expected);
+    let raw = app
+        .client
+        .get(app.url("/api/v1/environment-document/"))
+        .header("x-environment-key", SERVER_KEY)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.headers()["content-encoding"], "gzip");
+
     // Unknown paths and methods answer JSON too.
     assert_eq!(get(&app, "/api/v1/traits/", Some(CLIENT_KEY)).await.0, 404);
     let (status, _) = send(app.client.post(app.url("/api/v1/analytics/flags/"))).await;

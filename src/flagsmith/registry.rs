@@ -36,6 +36,8 @@ pub struct EnvironmentSnapshot {
     pub compiled: CompiledContext,
     /// The document as received, re-serialised compactly (key order kept).
     pub document_json: Bytes,
+    /// `document_json` gzip-compressed once, when it is large enough to be worth it.
+    pub document_json_gzip: Option<Bytes>,
     /// Feature metadata by feature name, in document order.
     pub features: IndexMap<String, FeatureMeta>,
     /// `GET /api/v1/flags/` body for client keys.
@@ -66,6 +68,21 @@ pub enum DocumentError {
     Shape(#[source] serde_json::Error),
 }
 
+/// Bodies from this size on are served gzip-compressed to clients that accept it (the
+/// reference's threshold).
+const GZIP_MIN_BYTES: usize = 1000;
+
+fn gzip(data: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(data);
+    Bytes::from(encoder.finish().unwrap_or_default())
+}
+
 /// A flag as the SDK API renders it.
 pub fn flag_json(feature: &Value, enabled: bool, value: &Value) -> Value {
     json!({"feature": feature, "enabled": enabled, "feature_state_value": value})
@@ -78,6 +95,8 @@ impl EnvironmentSnapshot {
         let document: EnvironmentDocument =
             serde_json::from_value(raw.clone()).map_err(DocumentError::Shape)?;
         let document_json = Bytes::from(serde_json::to_vec(&raw).unwrap_or_default());
+        let document_json_gzip =
+            (document_json.len() >= GZIP_MIN_BYTES).then(|| gzip(&document_json));
         let compiled = document.compile();
         let server_only: HashSet<String> = document
             .project
@@ -99,6 +118,7 @@ impl EnvironmentSnapshot {
             document,
             compiled,
             document_json,
+            document_json_gzip,
             features,
             flags_client: Bytes::new(),
             flags_server: Bytes::new(),

@@ -13,6 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
+use super::request::accepts_gzip;
 use super::AppState;
 use crate::flagsmith::engine::{IdentityContext, Trait};
 use crate::flagsmith::registry::{EnvironmentSnapshot, Health, KeyLookup};
@@ -366,10 +367,7 @@ pub async fn get_environment_document(
         KeyLookup::Ready {
             snapshot,
             server: true,
-        } => Ok(json_response(
-            StatusCode::OK,
-            snapshot.document_json.clone(),
-        )),
+        } => Ok(document_response(&snapshot, &headers)),
         KeyLookup::Ready { server: false, .. } | KeyLookup::NotLoaded(_)
             if !key.starts_with("ser.") =>
         {
@@ -377,6 +375,24 @@ pub async fn get_environment_document(
         }
         _ => Err(FlagsmithError::UnknownKey(Some(key))),
     }
+}
+
+/// The document body, pre-compressed for clients that accept gzip.
+fn document_response(snapshot: &EnvironmentSnapshot, headers: &HeaderMap) -> Response {
+    let mut response = match &snapshot.document_json_gzip {
+        Some(gzip) if accepts_gzip(headers) => {
+            let mut response = json_response(StatusCode::OK, gzip.clone());
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            response
+        }
+        _ => json_response(StatusCode::OK, snapshot.document_json.clone()),
+    };
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    response
 }
 
 /// `GET /proxy/health`, `/proxy/health/readiness` and `/health`: the reference's readiness.
