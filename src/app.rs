@@ -23,7 +23,9 @@ use tower::Layer;
 use crate::amplitude::registry::Registry;
 use crate::amplitude::sync::{FlagSource, ProjectSource, SyncSettings, Syncer};
 use crate::amplitude::upstream::{AmplitudeClient, RetryPolicy};
-use crate::config::{Config, DeploymentSource, ProjectConfig};
+use crate::config::{Config, DeploymentSource, FlagsmithConfig, ProjectConfig};
+use crate::flagsmith::registry::FlagsmithRegistry;
+use crate::flagsmith::sync::{DocumentSource, FlagsmithSyncSettings, FlagsmithSyncer};
 use crate::http::{self, AppState, HttpSettings};
 use crate::store::{MemoryStore, Store};
 
@@ -87,8 +89,10 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     }
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let registry = Arc::new(Registry::new(Arc::clone(&store)));
+    let flagsmith = Arc::new(settings.flagsmith.registry());
     let state = AppState {
         registry: Arc::clone(&registry),
+        flagsmith: Arc::clone(&flagsmith),
         shutting_down: Arc::new(AtomicBool::new(false)),
         metrics: crate::metrics::install(),
     };
@@ -109,6 +113,11 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     for project in settings.projects.clone() {
         syncer.start_project(project, background.clone());
     }
+    FlagsmithSyncer::new(settings.flagsmith.sync.clone(), flagsmith)?.start(
+        settings.flagsmith.sources.clone(),
+        &tasks,
+        &background,
+    );
 
     let main = http::router(state.clone(), &settings.http);
     let metrics = http::metrics_router(state.clone(), &settings.metrics_path);
@@ -213,6 +222,59 @@ struct Settings {
     http: HttpSettings,
     sync: SyncSettings,
     projects: Vec<ProjectSource>,
+    flagsmith: FlagsmithSettings,
+}
+
+/// What the Flagsmith registry and sync loops need.
+struct FlagsmithSettings {
+    /// (server-side key, client-side key) per environment, in configured order.
+    pairs: Vec<(String, String)>,
+    sources: Vec<DocumentSource>,
+    sync: FlagsmithSyncSettings,
+    grace: Duration,
+}
+
+impl FlagsmithSettings {
+    fn from_config(config: &FlagsmithConfig) -> Self {
+        let pairs = config
+            .environments
+            .iter()
+            .map(|e| {
+                (
+                    e.server_side_key.expose().to_owned(),
+                    e.client_side_key.expose().to_owned(),
+                )
+            })
+            .collect();
+        let sources = config
+            .environments
+            .iter()
+            .map(|e| match &e.document_file {
+                Some(path) => DocumentSource::File(path.clone()),
+                None => DocumentSource::Api {
+                    server_key: e.server_side_key.expose().to_owned(),
+                },
+            })
+            .collect();
+        Self {
+            pairs,
+            sources,
+            sync: FlagsmithSyncSettings {
+                document_url: config
+                    .api_url
+                    .endpoint("/environment-document/")
+                    .to_string(),
+                poll_interval: Duration::from_secs(config.api_poll_frequency_seconds),
+                timeout: Duration::from_secs(config.api_poll_timeout_seconds),
+                file_poll_interval: FILE_POLL_INTERVAL,
+            },
+            grace: Duration::from_secs(config.environment_update_grace_period_seconds),
+        }
+    }
+
+    fn registry(&self) -> FlagsmithRegistry {
+        FlagsmithRegistry::new(&self.pairs, self.sync.poll_interval, self.grace)
+    }
 }
 
 impl Settings {
@@ -242,6 +304,7 @@ impl Settings {
                 jitter: f64::from(c.flag_sync_jitter_percent) / 100.0,
             },
             projects,
+            flagsmith: FlagsmithSettings::from_config(&c.flagsmith),
         }
     }
 }

@@ -49,6 +49,10 @@
 //! - Extensions, each with an env var: `host`, `shutdownGracePeriodMillis`,
 //!   `maxRequestBodyBytes`, `cors.allowedOrigins`, `logLevel`, `logFormat`,
 //!   `flagSyncJitterPercent`, `assignment.queueCapacity`.
+//! - `configuration.flagsmith` (Flagsmith Edge Proxy compatibility): `apiUrl`,
+//!   `apiPollFrequencySeconds`, `apiPollTimeoutSeconds`, `environmentUpdateGracePeriodSeconds`
+//!   (`FLAGSMITH_*` env vars) and `environments` (`FLAGSMITH_ENVIRONMENT_KEY_PAIRS`, JSON in the
+//!   reference's format). With at least one Flagsmith environment, `projects` may be empty.
 
 mod env;
 mod error;
@@ -62,12 +66,14 @@ mod validate;
 mod tests;
 
 pub use env::{
-    CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ENV_VARS, PROJECTS_PATH_ENV, PROJECT_ENV_VARS,
+    CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ENV_VARS, FLAGSMITH_ENVIRONMENTS_ENV, PROJECTS_PATH_ENV,
+    PROJECT_ENV_VARS,
 };
 pub use error::ConfigError;
 pub use load::LoadedConfig;
 pub use secret::{redact_url, RedisUri, Secret, REDACTED};
 pub use types::{
     AssignmentConfig, Config, Configuration, CorsConfig, DeploymentConfig, DeploymentSource,
-    LogFormat, MetricsConfig, ProjectConfig, ReadFrom, RedisConfig, ServerUrl, ServerZone,
+    FlagsmithConfig, FlagsmithEnvironment, LogFormat, MetricsConfig, ProjectConfig, ReadFrom,
+    RedisConfig, ServerUrl, ServerZone,
 };

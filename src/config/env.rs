@@ -1,5 +1,8 @@
 //! The environment variables that set configuration fields, as an explicit table.
 //!
+//! `FLAGSMITH_*` variables are named after the Flagsmith Edge Proxy's settings (`API_URL`,
+//! `API_POLL_FREQUENCY_SECONDS`, …), prefixed so that they cannot clash with other software.
+//!
 //! The names are not mechanical (`AMPLITUDE_EXPERIMENT_MANAGEMENT_API_KEY`), so each one is
 //! mapped to its field path by hand. The table doubles as documentation.
 
@@ -112,7 +115,28 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "AMPLITUDE_METRICS_LOG_FAILURES",
         "configuration.metrics.logFailures",
     ),
+    ("FLAGSMITH_API_URL", "configuration.flagsmith.apiUrl"),
+    (
+        "FLAGSMITH_API_POLL_FREQUENCY_SECONDS",
+        "configuration.flagsmith.apiPollFrequencySeconds",
+    ),
+    (
+        "FLAGSMITH_API_POLL_TIMEOUT_SECONDS",
+        "configuration.flagsmith.apiPollTimeoutSeconds",
+    ),
+    (
+        "FLAGSMITH_ENVIRONMENT_UPDATE_GRACE_PERIOD_SECONDS",
+        "configuration.flagsmith.environmentUpdateGracePeriodSeconds",
+    ),
 ];
+
+/// Variable holding the Flagsmith environments as JSON text, in the reference's
+/// `ENVIRONMENT_KEY_PAIRS` format (`[{"server_side_key":"ser.…","client_side_key":"…"}]`; the
+/// camelCase keys of the file work too). It replaces `configuration.flagsmith.environments`.
+pub const FLAGSMITH_ENVIRONMENTS_ENV: (&str, &str) = (
+    "FLAGSMITH_ENVIRONMENT_KEY_PAIRS",
+    "configuration.flagsmith.environments",
+);
 
 /// `AMPLITUDE_*` variable -> key of the single env-defined project (see the module docs of
 /// [`crate::config`] for when they apply).

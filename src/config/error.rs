@@ -41,10 +41,10 @@ pub enum ConfigError {
         /// The parser's message.
         message: String,
     },
-    /// No file and no `AMPLITUDE_*` project variables: nothing to serve.
+    /// No file, no `AMPLITUDE_*` project variables and no Flagsmith environments: nothing to serve.
     #[error(
-        "no configuration: {} does not exist and AMPLITUDE_API_KEY, AMPLITUDE_SECRET_KEY and \
-         AMPLITUDE_EXPERIMENT_MANAGEMENT_API_KEY are not set",
+        "no configuration: {} does not exist and AMPLITUDE_API_KEY, AMPLITUDE_SECRET_KEY, \
+         AMPLITUDE_EXPERIMENT_MANAGEMENT_API_KEY and FLAGSMITH_ENVIRONMENT_KEY_PAIRS are not set",
         path.display()
     )]
     NoConfig {

@@ -8,7 +8,8 @@ use figment::Figment;
 use serde_json::{Map, Value};
 
 use super::env::{
-    CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ENV_VARS, PROJECTS_PATH_ENV, PROJECT_ENV_VARS,
+    CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH, ENV_VARS, FLAGSMITH_ENVIRONMENTS_ENV, PROJECTS_PATH_ENV,
+    PROJECT_ENV_VARS,
 };
 use super::error::ConfigError;
 use super::raw::RawConfig;
@@ -74,7 +75,8 @@ impl Config {
             projects_dir = Some(parent_dir(projects_file));
         }
         let env_project = apply_env_project(&mut tree, env, &mut origins, &mut warnings);
-        if content.is_none() && projects_file.is_none() && !env_project {
+        let env_flagsmith = apply_env_flagsmith(&mut tree, env, &mut origins)?;
+        if content.is_none() && projects_file.is_none() && !env_project && !env_flagsmith {
             return Err(ConfigError::NoConfig { path: file });
         }
         let raw = deserialize(&tree, &origins, &mut warnings)?;
@@ -244,6 +246,42 @@ fn apply_env_project(
         }
     }
     true
+}
+
+/// Applies `FLAGSMITH_ENVIRONMENT_KEY_PAIRS` (JSON text): it replaces the file's
+/// `configuration.flagsmith.environments`. Returns true when it is set.
+fn apply_env_flagsmith(
+    tree: &mut Value,
+    env: &HashMap<String, String>,
+    origins: &mut HashMap<String, &'static str>,
+) -> Result<bool, ConfigError> {
+    let (name, path) = FLAGSMITH_ENVIRONMENTS_ENV;
+    let Some(text) = env_value(env, name) else {
+        return Ok(false);
+    };
+    let list: Value = serde_json::from_str(text)
+        .map_err(|e| ConfigError::invalid(name, format!("must be a JSON list: {e}")))?;
+    if !tree.is_object() {
+        *tree = Value::Object(Map::new());
+    }
+    let mut node = tree;
+    for key in ["configuration", "flagsmith"] {
+        let Some(object) = node.as_object_mut() else {
+            return Ok(true);
+        };
+        let child = object
+            .entry(key)
+            .or_insert_with(|| Value::Object(Map::new()));
+        if child.is_null() {
+            *child = Value::Object(Map::new());
+        }
+        node = child;
+    }
+    if let Some(object) = node.as_object_mut() {
+        object.insert("environments".to_string(), list);
+        origins.insert(path.to_string(), name);
+    }
+    Ok(true)
 }
 
 /// Deserializes the merged tree, collecting unknown fields as warnings.

@@ -231,6 +231,38 @@ pub(super) struct RawConfiguration {
     pub redis: Option<RawRedis>,
     #[serde(default, deserialize_with = "section")]
     pub metrics: Option<RawMetrics>,
+    #[serde(default, deserialize_with = "section")]
+    pub flagsmith: Option<RawFlagsmith>,
+}
+
+/// `configuration.flagsmith`.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", expecting = "a map")]
+pub(super) struct RawFlagsmith {
+    #[serde(default)]
+    pub api_url: Option<Scalar>,
+    #[serde(default)]
+    pub api_poll_frequency_seconds: Option<Scalar>,
+    #[serde(default)]
+    pub api_poll_timeout_seconds: Option<Scalar>,
+    #[serde(default)]
+    pub environment_update_grace_period_seconds: Option<Scalar>,
+    #[serde(default, deserialize_with = "sections")]
+    pub environments: Option<Vec<RawFlagsmithEnvironment>>,
+}
+
+/// `configuration.flagsmith.environments[]`; the reference's snake_case keys
+/// (`server_side_key`, `client_side_key`) are accepted too, so its `ENVIRONMENT_KEY_PAIRS`
+/// JSON can be pasted as is.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", expecting = "a map")]
+pub(super) struct RawFlagsmithEnvironment {
+    #[serde(default, alias = "server_side_key")]
+    pub server_side_key: Option<Scalar>,
+    #[serde(default, alias = "client_side_key")]
+    pub client_side_key: Option<Scalar>,
+    #[serde(default, alias = "document_file")]
+    pub document_file: Option<Scalar>,
 }
 
 /// `configuration.cors`.

@@ -574,7 +574,7 @@ fn configuration_errors_name_their_field() {
 #[test]
 fn project_errors_name_their_field() {
     let cases: &[(&str, &str)] = &[
-        ("projects: []\n", "projects: at least one project is required"),
+        ("projects: []\n", "projects: at least one project is required (or a Flagsmith"),
         ("configuration:\n  port: 1234\n", "projects: at least one project is required"),
         ("projects: 5\n", "projects: invalid type"),
         ("projects:\n  - apiKey: a\n    secretKey: s\n", "projects[0].managementKey: must be set"),
@@ -907,4 +907,124 @@ fn local_example_config_loads_without_warnings() {
     let loaded = Config::load_from(Some(&path), &HashMap::new()).unwrap();
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
     assert!(loaded.config.projects[0].is_local());
+}
+
+const FLAGSMITH_YAML: &str = "configuration:\n  flagsmith:\n    environments:\n      - serverSideKey: ser.abc\n        clientSideKey: client-abc\n";
+
+#[test]
+fn flagsmith_only_config_is_valid_with_defaults() {
+    let loaded = load_yaml(FLAGSMITH_YAML);
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert!(loaded.config.projects.is_empty());
+    let f = &loaded.config.configuration.flagsmith;
+    assert_eq!(
+        f.api_url.url().as_str(),
+        "https://edge.api.flagsmith.com/api/v1"
+    );
+    assert_eq!(f.api_poll_frequency_seconds, 10);
+    assert_eq!(f.api_poll_timeout_seconds, 5);
+    assert_eq!(f.environment_update_grace_period_seconds, 30);
+    assert_eq!(f.environments.len(), 1);
+    assert_eq!(f.environments[0].server_side_key.expose(), "ser.abc");
+    assert_eq!(f.environments[0].client_side_key.expose(), "client-abc");
+    assert!(f.environments[0].document_file.is_none());
+    assert!(!format!("{:?}", loaded.config).contains("ser.abc"));
+}
+
+#[test]
+fn flagsmith_fields_are_read_and_trailing_slash_dropped() {
+    let dir = TempDir::new().unwrap();
+    write(&dir, "env.json", "{}");
+    let yaml = "configuration:\n  flagsmith:\n    apiUrl: http://127.0.0.1:9/api/v1/\n    apiPollFrequencySeconds: 3\n    apiPollTimeoutSeconds: 2\n    environmentUpdateGracePeriodSeconds: 0\n    environments:\n      - {server_side_key: ser.a, client_side_key: a, documentFile: env.json}\n";
+    let path = write(&dir, "c.yaml", yaml);
+    let loaded = Config::load_from(Some(&path), &HashMap::new()).unwrap();
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let f = &loaded.config.configuration.flagsmith;
+    assert_eq!(f.api_url.url().as_str(), "http://127.0.0.1:9/api/v1");
+    assert_eq!(
+        f.api_url.endpoint("/environment-document/").as_str(),
+        "http://127.0.0.1:9/api/v1/environment-document/"
+    );
+    assert_eq!(
+        (f.api_poll_frequency_seconds, f.api_poll_timeout_seconds),
+        (3, 2)
+    );
+    assert_eq!(f.environment_update_grace_period_seconds, 0);
+    assert_eq!(
+        f.environments[0].document_file.as_deref(),
+        Some(dir.path().join("env.json").as_path())
+    );
+}
+
+#[test]
+fn flagsmith_errors_name_their_field() {
+    let env_list =
+        |items: &str| format!("configuration:\n  flagsmith:\n    environments: [{items}]\n");
+    let cases: Vec<(String, &str)> = vec![
+        (env_list("{clientSideKey: c}"), "configuration.flagsmith.environments[0].serverSideKey: must be set"),
+        (env_list("{serverSideKey: abc, clientSideKey: c}"), "configuration.flagsmith.environments[0].serverSideKey: must start with ser."),
+        (env_list("{serverSideKey: ser.a}"), "configuration.flagsmith.environments[0].clientSideKey: must be set"),
+        (env_list("{serverSideKey: ser.a, clientSideKey: ser.b}"), "configuration.flagsmith.environments[0].clientSideKey: must not start with ser."),
+        (
+            env_list("{serverSideKey: ser.a, clientSideKey: c}, {serverSideKey: ser.b, clientSideKey: c}"),
+            "configuration.flagsmith.environments[1].clientSideKey: duplicate key (also configuration.flagsmith.environments[0].clientSideKey)",
+        ),
+        (format!("{FLAGSMITH_YAML}    apiUrl: ftp://x\n"), "configuration.flagsmith.apiUrl: must be an http or https URL"),
+        (format!("{FLAGSMITH_YAML}    apiPollFrequencySeconds: 0\n"), "configuration.flagsmith.apiPollFrequencySeconds: must be greater than 0"),
+        (format!("{FLAGSMITH_YAML}    apiPollTimeoutSeconds: x\n"), "configuration.flagsmith.apiPollTimeoutSeconds: invalid digit"),
+        ("configuration:\n  flagsmith: []\n".to_string(), "configuration.flagsmith: invalid type"),
+    ];
+    for (yaml, expected) in cases {
+        let message = match load_text("c.yaml", &yaml, &[]) {
+            Ok(_) => panic!("expected an error for {yaml:?}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(message.starts_with(expected), "{yaml:?}: {message}");
+    }
+}
+
+#[test]
+fn flagsmith_environments_from_env_json() {
+    let vars = env(&[
+        ("PROXY_CONFIG_FILE_PATH", ""),
+        (
+            "FLAGSMITH_ENVIRONMENT_KEY_PAIRS",
+            r#"[{"server_side_key":"ser.x","client_side_key":"x"}]"#,
+        ),
+        ("FLAGSMITH_API_URL", "http://127.0.0.1:1/api/v1"),
+    ]);
+    // No file at all: the env defines the Flagsmith environment.
+    let loaded = Config::load_from(None, &vars);
+    // The default path may exist on a developer machine; only check when it does not.
+    if !Path::new(DEFAULT_CONFIG_PATH).exists() {
+        let f = loaded.unwrap().config.configuration.flagsmith;
+        assert_eq!(f.environments[0].client_side_key.expose(), "x");
+        assert_eq!(f.api_url.url().as_str(), "http://127.0.0.1:1/api/v1");
+    }
+    let message = match load_text(
+        "c.yaml",
+        FLAGSMITH_YAML,
+        &[(
+            "FLAGSMITH_ENVIRONMENT_KEY_PAIRS",
+            r#"[{"server_side_key":"nope","client_side_key":"x"}]"#,
+        )],
+    ) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(
+        message,
+        "FLAGSMITH_ENVIRONMENT_KEY_PAIRS: must start with ser."
+    );
+    let message = load_text(
+        "c.yaml",
+        FLAGSMITH_YAML,
+        &[("FLAGSMITH_ENVIRONMENT_KEY_PAIRS", "not json")],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        message.starts_with("FLAGSMITH_ENVIRONMENT_KEY_PAIRS: must be a JSON list"),
+        "{message}"
+    );
 }

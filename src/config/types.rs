@@ -237,7 +237,8 @@ pub struct Configuration {
     pub redis: Option<RedisConfig>,
     /// Prometheus endpoint.
     pub metrics: MetricsConfig,
-    // The Flagsmith section (`flagsmith:`) will be added here by the Flagsmith issue.
+    /// Flagsmith Edge Proxy compatibility (`configuration.flagsmith`); no environments = off.
+    pub flagsmith: FlagsmithConfig,
 }
 
 impl Default for Configuration {
@@ -264,6 +265,7 @@ impl Default for Configuration {
             assignment: AssignmentConfig::default(),
             redis: None,
             metrics: MetricsConfig::default(),
+            flagsmith: FlagsmithConfig::default(),
         }
     }
 }
@@ -447,4 +449,53 @@ impl CorsConfig {
     pub fn allows_any(&self) -> bool {
         self.allowed_origins.iter().any(|o| o == "*")
     }
+}
+
+/// Flagsmith Edge Proxy settings (`configuration.flagsmith`), named after the reference's
+/// `api_url`, `api_poll_frequency_seconds`, `api_poll_timeout_seconds`,
+/// `health_check.environment_update_grace_period_seconds` and `environment_key_pairs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagsmithConfig {
+    /// Flagsmith API base URL, trailing slash removed
+    /// (default `https://edge.api.flagsmith.com/api/v1`).
+    pub api_url: ServerUrl,
+    /// Pause between two polls of an environment document (default 10).
+    pub api_poll_frequency_seconds: u64,
+    /// Timeout of one poll request (default 5).
+    pub api_poll_timeout_seconds: u64,
+    /// Health turns 503 when documents are older than
+    /// `api_poll_frequency_seconds + this × environments` (default 30).
+    pub environment_update_grace_period_seconds: u64,
+    /// The environments served; empty means the Flagsmith API is off.
+    pub environments: Vec<FlagsmithEnvironment>,
+}
+
+impl FlagsmithConfig {
+    /// The reference's default API URL.
+    pub const DEFAULT_API_URL: &'static str = "https://edge.api.flagsmith.com/api/v1";
+}
+
+impl Default for FlagsmithConfig {
+    fn default() -> Self {
+        FlagsmithConfig {
+            api_url: ServerUrl::from_static(Self::DEFAULT_API_URL),
+            api_poll_frequency_seconds: 10,
+            api_poll_timeout_seconds: 5,
+            environment_update_grace_period_seconds: 30,
+            environments: Vec::new(),
+        }
+    }
+}
+
+/// One Flagsmith environment (`configuration.flagsmith.environments[]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlagsmithEnvironment {
+    /// Server-side key (`ser.…`): authenticates the document poll; unlocks server-only flags
+    /// and the environment document for SDKs.
+    pub server_side_key: Secret,
+    /// Client-side key SDKs send.
+    pub client_side_key: Secret,
+    /// An environment document served instead of polling `api_url`; reloaded when it changes.
+    /// Relative paths are already resolved against the config file's directory.
+    pub document_file: Option<PathBuf>,
 }

@@ -11,13 +11,14 @@ use url::Url;
 
 use super::error::ConfigError;
 use super::raw::{
-    RawAssignment, RawConfig, RawConfiguration, RawCors, RawDeployment, RawMetrics, RawProject,
-    RawRedis, Scalar, ScalarList,
+    RawAssignment, RawConfig, RawConfiguration, RawCors, RawDeployment, RawFlagsmith,
+    RawFlagsmithEnvironment, RawMetrics, RawProject, RawRedis, Scalar, ScalarList,
 };
 use super::secret::{RedisUri, Secret};
 use super::types::{
     AssignmentConfig, Config, Configuration, CorsConfig, DeploymentConfig, DeploymentSource,
-    LogFormat, MetricsConfig, ProjectConfig, ReadFrom, RedisConfig, ServerUrl, ServerZone,
+    FlagsmithConfig, FlagsmithEnvironment, LogFormat, MetricsConfig, ProjectConfig, ReadFrom,
+    RedisConfig, ServerUrl, ServerZone,
 };
 
 type Result<T> = std::result::Result<T, ConfigError>;
@@ -35,7 +36,8 @@ pub(super) struct Ctx<'a> {
 /// Builds and validates the whole configuration.
 pub(super) fn build(raw: RawConfig, ctx: &mut Ctx<'_>) -> Result<Config> {
     let configuration = configuration(raw.configuration.unwrap_or_default(), ctx)?;
-    let projects = projects(raw.projects.unwrap_or_default(), ctx)?;
+    let has_flagsmith = !configuration.flagsmith.environments.is_empty();
+    let projects = projects(raw.projects.unwrap_or_default(), has_flagsmith, ctx)?;
     Ok(Config {
         projects,
         configuration,
@@ -208,6 +210,7 @@ fn configuration(raw: RawConfiguration, ctx: &mut Ctx<'_>) -> Result<Configurati
         assignment: assignment(raw.assignment.unwrap_or_default(), ctx)?,
         redis: redis(raw.redis.unwrap_or_default(), ctx)?,
         metrics,
+        flagsmith: flagsmith(raw.flagsmith.unwrap_or_default(), ctx)?,
     })
 }
 
@@ -459,9 +462,17 @@ fn metrics(raw: RawMetrics, ctx: &Ctx<'_>, main_port: u16) -> Result<MetricsConf
     })
 }
 
-fn projects(raw: Vec<RawProject>, ctx: &mut Ctx<'_>) -> Result<Vec<ProjectConfig>> {
-    if raw.is_empty() {
-        return Err(ctx.err("projects", "at least one project is required"));
+fn projects(
+    raw: Vec<RawProject>,
+    has_flagsmith: bool,
+    ctx: &mut Ctx<'_>,
+) -> Result<Vec<ProjectConfig>> {
+    if raw.is_empty() && !has_flagsmith {
+        return Err(ctx.err(
+            "projects",
+            "at least one project is required (or a Flagsmith environment in \
+             configuration.flagsmith.environments)",
+        ));
     }
     let mut deployment_keys: HashMap<Secret, String> = HashMap::new();
     let mut api_keys: HashMap<Secret, String> = HashMap::new();
@@ -549,6 +560,11 @@ fn deployments(
 }
 
 fn flags_file(value: Option<&Scalar>, path: &str, ctx: &mut Ctx<'_>) -> Option<PathBuf> {
+    local_file(value, &format!("{path}.flagsFile"), ctx)
+}
+
+/// A file path resolved against the config file's directory; a warning when it is missing.
+fn local_file(value: Option<&Scalar>, path: &str, ctx: &mut Ctx<'_>) -> Option<PathBuf> {
     let text = ctx.string(value)?;
     let file = PathBuf::from(text);
     let file = match ctx.projects_dir {
@@ -556,10 +572,94 @@ fn flags_file(value: Option<&Scalar>, path: &str, ctx: &mut Ctx<'_>) -> Option<P
         _ => file,
     };
     if !file.exists() {
-        ctx.warnings.push(format!(
-            "{path}.flagsFile: {} does not exist (yet)",
-            file.display()
-        ));
+        ctx.warnings
+            .push(format!("{path}: {} does not exist (yet)", file.display()));
     }
     Some(file)
+}
+
+fn flagsmith(raw: RawFlagsmith, ctx: &mut Ctx<'_>) -> Result<FlagsmithConfig> {
+    let d = FlagsmithConfig::default();
+    let base = "configuration.flagsmith";
+    Ok(FlagsmithConfig {
+        api_url: ctx.server_url(
+            raw.api_url.as_ref(),
+            &format!("{base}.apiUrl"),
+            FlagsmithConfig::DEFAULT_API_URL,
+            ServerUrl::parse_base,
+        )?,
+        api_poll_frequency_seconds: ctx.positive(
+            raw.api_poll_frequency_seconds.as_ref(),
+            &format!("{base}.apiPollFrequencySeconds"),
+            d.api_poll_frequency_seconds,
+        )?,
+        api_poll_timeout_seconds: ctx.positive(
+            raw.api_poll_timeout_seconds.as_ref(),
+            &format!("{base}.apiPollTimeoutSeconds"),
+            d.api_poll_timeout_seconds,
+        )?,
+        environment_update_grace_period_seconds: ctx.number(
+            raw.environment_update_grace_period_seconds.as_ref(),
+            &format!("{base}.environmentUpdateGracePeriodSeconds"),
+            d.environment_update_grace_period_seconds,
+        )?,
+        environments: flagsmith_environments(raw.environments.unwrap_or_default(), ctx)?,
+    })
+}
+
+fn flagsmith_environments(
+    raw: Vec<RawFlagsmithEnvironment>,
+    ctx: &mut Ctx<'_>,
+) -> Result<Vec<FlagsmithEnvironment>> {
+    let mut seen: HashMap<Secret, String> = HashMap::new();
+    let mut environments = Vec::with_capacity(raw.len());
+    for (i, raw_env) in raw.into_iter().enumerate() {
+        let base = format!("configuration.flagsmith.environments[{i}]");
+        let environment = flagsmith_environment(&base, raw_env, ctx)?;
+        for (key, field) in [
+            (&environment.server_side_key, "serverSideKey"),
+            (&environment.client_side_key, "clientSideKey"),
+        ] {
+            let path = format!("{base}.{field}");
+            if let Some(other) = seen.insert(key.clone(), path.clone()) {
+                return Err(ctx.err(&path, format!("duplicate key (also {other})")));
+            }
+        }
+        environments.push(environment);
+    }
+    Ok(environments)
+}
+
+fn flagsmith_environment(
+    base: &str,
+    raw: RawFlagsmithEnvironment,
+    ctx: &mut Ctx<'_>,
+) -> Result<FlagsmithEnvironment> {
+    let server_path = format!("{base}.serverSideKey");
+    let server_side_key = ctx
+        .secret(raw.server_side_key.as_ref(), &server_path)?
+        .ok_or_else(|| ctx.err(&server_path, "must be set"))?;
+    if !server_side_key.expose().starts_with("ser.") {
+        return Err(ctx.err(&server_path, "must start with ser."));
+    }
+    let client_path = format!("{base}.clientSideKey");
+    let client_side_key = ctx
+        .secret(raw.client_side_key.as_ref(), &client_path)?
+        .ok_or_else(|| ctx.err(&client_path, "must be set"))?;
+    if client_side_key.expose().starts_with("ser.") {
+        return Err(ctx.err(
+            &client_path,
+            "must not start with ser. (that marks a server-side key)",
+        ));
+    }
+    let document_file = local_file(
+        raw.document_file.as_ref(),
+        &format!("{base}.documentFile"),
+        ctx,
+    );
+    Ok(FlagsmithEnvironment {
+        server_side_key,
+        client_side_key,
+        document_file,
+    })
 }

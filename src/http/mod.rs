@@ -3,6 +3,7 @@
 
 pub mod amplitude;
 pub mod error;
+pub mod flagsmith;
 pub mod ops;
 pub mod request;
 
@@ -20,6 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::amplitude::registry::Registry;
+use crate::flagsmith::registry::FlagsmithRegistry;
 use crate::metrics as m;
 use error::ApiError;
 
@@ -28,6 +30,8 @@ use error::ApiError;
 pub struct AppState {
     /// Compiled snapshots per deployment.
     pub registry: Arc<Registry>,
+    /// Flagsmith environment snapshots (empty when no environment is configured).
+    pub flagsmith: Arc<FlagsmithRegistry>,
     /// Set when shutdown starts, so readiness turns 503 at once.
     pub shutting_down: Arc<AtomicBool>,
     /// Renders the metrics page.
@@ -69,12 +73,40 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .route("/status", get(ops::status))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .merge(flagsmith_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(cors(&settings.cors_allowed_origins))
         .layer(middleware::from_fn(record_request))
         .with_state(state)
+}
+
+/// The Flagsmith Edge Proxy API, every path with and without its trailing slash.
+fn flagsmith_routes() -> Router<AppState> {
+    let mut router = Router::new();
+    for base in ["/api/v1/flags", "/api/v1/environment-document"] {
+        let handler = if base == "/api/v1/flags" {
+            get(flagsmith::get_flags)
+        } else {
+            get(flagsmith::get_environment_document)
+        };
+        router = router
+            .route(base, handler.clone())
+            .route(&format!("{base}/"), handler);
+    }
+    let identities = get(flagsmith::get_identities).post(flagsmith::post_identities);
+    router = router
+        .route("/api/v1/identities", identities.clone())
+        .route("/api/v1/identities/", identities);
+    for path in ["/proxy/health", "/proxy/health/readiness", "/health"] {
+        router = router
+            .route(path, get(flagsmith::health))
+            .route(&format!("{path}/"), get(flagsmith::health));
+    }
+    router
+        .route("/proxy/health/liveness", get(flagsmith::liveness))
+        .route("/proxy/health/liveness/", get(flagsmith::liveness))
 }
 
 /// Collapses repeated slashes in the request path before routing, so an SDK configured with a
@@ -144,6 +176,10 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static(request::TRACK_HEADER),
             HeaderName::from_static("x-amp-exp-library"),
             HeaderName::from_static("x-amp-exp-exposure-track"),
+            HeaderName::from_static(flagsmith::ENVIRONMENT_KEY_HEADER),
+            HeaderName::from_static("flagsmith-application-name"),
+            HeaderName::from_static("flagsmith-application-version"),
+            HeaderName::from_static("flagsmith-sdk-user-agent"),
         ])
         .max_age(std::time::Duration::from_secs(3600))
 }
@@ -189,6 +225,9 @@ fn route_label(path: &str) -> &'static str {
         "/status",
         "/healthz",
         "/readyz",
+        "/api/v1/flags/",
+        "/api/v1/identities/",
+        "/api/v1/environment-document/",
     ];
     ROUTES
         .iter()

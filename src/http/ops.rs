@@ -18,10 +18,12 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 once every configured deployment has flags to serve; 503 with the
+/// `GET /readyz`: 200 once every configured deployment has flags and every Flagsmith
+/// environment its document; 503 with the
 /// reasons before that and while shutting down.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut reasons = state.registry.not_ready_reasons();
+    reasons.extend(state.flagsmith.not_ready_reasons());
     if state.is_shutting_down() {
         reasons.insert(0, "shutting down".to_owned());
     }

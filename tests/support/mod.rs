@@ -1,8 +1,9 @@
 //! Black-box test support: start the proxy on port 0 from a YAML configuration, with a fake
-//! Amplitude upstream (zero2prod's `spawn_app` pattern).
+//! Amplitude or Flagsmith upstream (zero2prod's `spawn_app` pattern).
 #![allow(dead_code)]
 
 pub mod fake_amplitude;
+pub mod fake_flagsmith;
 
 use std::collections::HashMap;
 use std::future::Future;
