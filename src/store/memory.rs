@@ -387,57 +387,6 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn versions_increase_only_on_change_and_changes_are_signalled() {
-        let store = MemoryStore::new();
-        let mut changes = store.subscribe();
-        assert_eq!(
-            store
-                .put_flags("d", Bytes::from_static(b"[]"))
-                .await
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            store
-                .put_flags("d", Bytes::from_static(b"[]"))
-                .await
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            store
-                .put_flags("d", Bytes::from_static(b"[1]"))
-                .await
-                .unwrap(),
-            2
-        );
-        assert_eq!(
-            changes.recv().await.unwrap(),
-            Change::Flags {
-                deployment: "d".into(),
-                version: 1
-            }
-        );
-        assert_eq!(
-            changes.recv().await.unwrap(),
-            Change::Flags {
-                deployment: "d".into(),
-                version: 2
-            }
-        );
-        let stored = store.get_flags("d").await.unwrap().unwrap();
-        assert_eq!(stored.json, Bytes::from_static(b"[1]"));
-        store.remove_deployment("d").await.unwrap();
-        assert_eq!(store.get_flags("d").await.unwrap(), None);
-        assert_eq!(
-            changes.recv().await.unwrap(),
-            Change::DeploymentRemoved {
-                deployment: "d".into()
-            }
-        );
-    }
-
     #[test]
     fn claims_are_bounded_oldest_first() {
         let mut claims = Claims::new(2);
