@@ -14,6 +14,7 @@ Environment knobs (all optional):
   BENCH_ENDPOINTS    comma-separated endpoint names as printed, e.g.
                      "GET /sdk/v2/flags,POST /sdk/v2/vardata" (default: all five)
   BENCH_STARTUPS     start-up repetitions for examples/local.yaml (default 10)
+  BENCH_PROXY_BIN    proxy binary to measure (default target/release/evaluation-proxy), for A/B runs
 """
 import base64
 import datetime
@@ -30,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WORKLOADS_DIR = RESULTS / "workloads"
-PROXY = ROOT / "target" / "release" / "evaluation-proxy"
+PROXY = Path(os.environ.get("BENCH_PROXY_BIN", ROOT / "target" / "release" / "evaluation-proxy"))
 CEILING = ROOT / "target" / "release" / "bench-ceiling"
 LUA = ROOT / "bench" / "request.lua"
 KEY = "client-local-example-deployment"
@@ -201,11 +202,15 @@ def run_workload(count, user_b64, knobs, out_rows):
                 p = wrk(PROXY_PORT, method, path, headers, body_file, c, knobs["duration"])
                 cpu = cpu_seconds(proc.pid) - cpu0
                 peak = status_kb(proc.pid, "VmHWM") / 1024
+                cpid = ceilings[size_key][1].pid
+                ccpu0 = cpu_seconds(cpid)
                 ceil = wrk(ceiling_port, method, path, headers, body_file, c, knobs["duration"])
+                ccpu = cpu_seconds(cpid) - ccpu0
                 row = {"workload": count, "endpoint": name, "connections": c,
                        "response_bytes": len(payload), "proxy": p, "ceiling": ceil,
                        "ratio": p["rps"] / ceil["rps"] if ceil["rps"] else 0.0,
                        "cpu_s": cpu, "cpu_us_per_req": cpu * 1e6 / max(p["requests"], 1),
+                       "ceiling_cpu_us_per_req": ccpu * 1e6 / max(ceil["requests"], 1),
                        "peak_rss_mb": peak}
                 out_rows.append(row)
                 print(f"  {name:24} c={c:<3} proxy {p['rps']:9.0f} rps p99 {p['p99_us']/1000:6.2f} ms"
@@ -241,15 +246,17 @@ def markdown(meta, startup, infos, rows):
         count = info["workload"]
         lines += ["", f"#### {count} flags", "",
                   "| Endpoint | conns | resp B | req/s | p50 ms | p99 ms | p99.9 ms | errors | "
-                  "ceiling req/s | ceiling p99 ms | ratio | CPU s | CPU µs/req | peak RSS MB |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "ceiling req/s | ceiling p99 ms | ratio | CPU s | CPU µs/req | ceiling CPU µs/req | "
+                  "peak RSS MB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in (r for r in rows if r["workload"] == count):
             p, c = r["proxy"], r["ceiling"]
             lines.append(
                 f"| {r['endpoint']} | {r['connections']} | {r['response_bytes']} | {p['rps']:.0f} | "
                 f"{ms(p['p50_us'])} | {ms(p['p99_us'])} | {ms(p['p999_us'])} | {p['errors']} | "
                 f"{c['rps']:.0f} | {ms(c['p99_us'])} | {r['ratio']:.2f} | {r['cpu_s']:.2f} | "
-                f"{r['cpu_us_per_req']:.1f} | {r['peak_rss_mb']:.1f} |")
+                f"{r['cpu_us_per_req']:.1f} | {r['ceiling_cpu_us_per_req']:.1f} | "
+                f"{r['peak_rss_mb']:.1f} |")
     lines += ["", "#### Targets", ""] + [f"- {t}" for t in targets(startup, rows)]
     return "\n".join(lines) + "\n"
 
