@@ -72,6 +72,7 @@ def http_get(port, path, headers=(), method="GET", body=None, timeout=2.0):
 
 def start_proxy(config, log):
     """Starts the proxy; returns (process, seconds from spawn to the first 200 on /readyz)."""
+    ensure_free(PROXY_PORT)
     env = dict(os.environ, AMPLITUDE_PORT=str(PROXY_PORT),
                AMPLITUDE_METRICS_PORT=str(METRICS_PORT), AMPLITUDE_LOG_LEVEL="warn")
     started = time.perf_counter()
@@ -81,7 +82,7 @@ def start_proxy(config, log):
     while time.perf_counter() < deadline:
         try:
             status, _, _ = http_get(PROXY_PORT, "/readyz", timeout=0.5)
-            if status == 200:
+            if status == 200 and proc.poll() is None:
                 return proc, time.perf_counter() - started
         except OSError:
             pass
@@ -92,7 +93,17 @@ def start_proxy(config, log):
     raise RuntimeError("proxy not ready within 10 s")
 
 
+def ensure_free(port):
+    """Refuses to start when something already listens on `port` (it would answer for us)."""
+    try:
+        http_get(port, "/", timeout=0.5)
+    except OSError:
+        return
+    raise RuntimeError(f"port {port} is already in use; stop whatever listens there")
+
+
 def start_ceiling(port, size, encoding=None):
+    ensure_free(port)
     args = [str(CEILING), str(port), str(size)] + ([encoding] if encoding else [])
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(2000):
