@@ -36,6 +36,9 @@ pub enum EvaluationError {
 }
 
 /// One flag result: the variant with merged metadata (spec §10).
+///
+/// Built once per config version, read by every request: its JSON form and its v1 visibility
+/// are computed at construction, so answering a request copies bytes instead of re-serialising.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EvaluatedVariant {
     /// The variant's own key.
@@ -46,11 +49,42 @@ pub struct EvaluatedVariant {
     pub payload: Option<Value>,
     /// Flag < segment < variant metadata; `None` when the merge is empty.
     pub metadata: Option<IndexMap<String, Value>>,
+    /// [`EvaluatedVariant::write_json`] output, precomputed.
+    json: Box<[u8]>,
+    /// Whether the v1 endpoints hide this result, precomputed.
+    v1_hidden: bool,
 }
 
 impl EvaluatedVariant {
+    /// A variant result with its JSON form precomputed (nulls in `value`/`payload` are kept
+    /// as given; they are omitted from the JSON).
+    pub fn new(
+        key: String,
+        value: Option<Value>,
+        payload: Option<Value>,
+        metadata: Option<IndexMap<String, Value>>,
+    ) -> Self {
+        let mut variant = Self {
+            key,
+            value,
+            payload,
+            metadata,
+            json: Box::default(),
+            v1_hidden: false,
+        };
+        let mut json = Vec::new();
+        variant.serialize(&mut json);
+        variant.json = json.into_boxed_slice();
+        variant.v1_hidden = variant.compute_v1_hidden();
+        variant
+    }
+
     /// Writes `{"key":..,"value"?:..,"payload"?:..,"metadata"?:{..}}` with nulls omitted.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.json);
+    }
+
+    fn serialize(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"key\":");
         write_json_string(&self.key, out);
         if let Some(v) = self.value.as_ref().filter(|v| !v.is_null()) {
@@ -69,6 +103,10 @@ impl EvaluatedVariant {
     }
 
     fn v1_hidden(&self) -> bool {
+        self.v1_hidden
+    }
+
+    fn compute_v1_hidden(&self) -> bool {
         let meta = |k: &str| self.metadata.as_ref().and_then(|m| m.get(k));
         meta("default") == Some(&Value::Bool(true)) || meta("deployed") == Some(&Value::Bool(false))
     }
@@ -308,16 +346,16 @@ impl<'a> SegmentBuilder<'a> {
             .entry(variant_key)
             .or_insert_with(|| {
                 let v = flag.variants.get(variant_key)?;
-                Some(Arc::new(EvaluatedVariant {
-                    key: v.key.clone(),
-                    value: v.value.clone().filter(|x| !x.is_null()),
-                    payload: v.payload.clone().filter(|x| !x.is_null()),
-                    metadata: merge_metadata([
+                Some(Arc::new(EvaluatedVariant::new(
+                    v.key.clone(),
+                    v.value.clone().filter(|x| !x.is_null()),
+                    v.payload.clone().filter(|x| !x.is_null()),
+                    merge_metadata([
                         flag.metadata.as_ref(),
                         segment.metadata.as_ref(),
                         v.metadata.as_ref(),
                     ]),
-                }))
+                )))
             })
             .clone()
     }
@@ -600,4 +638,30 @@ fn bucket(
         }
     }
     Ok(seg.default.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precomputed_json_matches_fields() {
+        let mut meta = IndexMap::new();
+        meta.insert("default".to_owned(), Value::Bool(true));
+        let v = EvaluatedVariant::new(
+            "on".to_owned(),
+            Some(Value::String("on".to_owned())),
+            Some(Value::Null),
+            Some(meta),
+        );
+        let mut out = Vec::new();
+        v.write_json(&mut out);
+        assert_eq!(
+            out,
+            br#"{"key":"on","value":"on","metadata":{"default":true}}"#
+        );
+        assert!(v.v1_hidden());
+        let plain = EvaluatedVariant::new("off".to_owned(), None, None, None);
+        assert!(!plain.v1_hidden());
+    }
 }
