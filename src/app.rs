@@ -12,10 +12,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::ServiceExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::util::MapRequestLayer;
+use tower::Layer;
 
 use crate::amplitude::registry::Registry;
 use crate::amplitude::sync::{FlagSource, ProjectSource, SyncSettings, Syncer};
@@ -75,6 +78,13 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     let addr = local_addr(&listener)?;
     let metrics_addr = local_addr(&metrics_listener)?;
 
+    if config.configuration.redis.is_some() {
+        // The Redis store exists (src/store/redis.rs) but the replica coordination that makes
+        // it safe to share (one lease holder syncs, followers load) is not wired yet.
+        tracing::warn!(
+            "redis is configured, but this version keeps flag state in memory; shared mode is not available yet"
+        );
+    }
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let registry = Arc::new(Registry::new(Arc::clone(&store)));
     let state = AppState {
@@ -148,9 +158,14 @@ async fn serve(
     } = stopping;
     let drain = shutdown.clone();
     let main_server = tokio::spawn(
-        axum::serve(listener, main)
-            .with_graceful_shutdown(async move { drain.cancelled().await })
-            .into_future(),
+        axum::serve(
+            listener,
+            ServiceExt::<axum::extract::Request>::into_make_service(
+                MapRequestLayer::new(http::collapse_slashes).layer(main),
+            ),
+        )
+        .with_graceful_shutdown(async move { drain.cancelled().await })
+        .into_future(),
     );
     let drain = shutdown.clone();
     let metrics_server = tokio::spawn(

@@ -30,6 +30,16 @@ fn user() -> Value {
     json!({"user_id": "u1", "device_id": "d1", "country": "Canada", "user_properties": {"plan": "pro"}})
 }
 
+/// POSTs `body` with the deployment key and returns the status and JSON body.
+async fn post_json(
+    app: &TestApp,
+    path: &str,
+    key: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    json_of(app.post(path, key).body(body).send().await.unwrap()).await
+}
+
 async fn json_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let body = response.text().await.unwrap();
@@ -160,14 +170,7 @@ async fn flag_keys_select_flags_and_their_dependencies() {
         .collect();
     keys.sort();
     assert_eq!(keys, ["checkout-experiment", "new-pricing"]);
-    let (_, results) = json_of(
-        app.post("/sdk/v2/vardata?flag_key=welcome-banner", KEY)
-            .body("{}")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, results) = post_json(&app, "/sdk/v2/vardata?flag_key=welcome-banner", KEY, "{}").await;
     assert_eq!(
         results,
         json!({"welcome-banner": {"key": "off", "metadata": {"default": true, "deployed": true, "evaluationMode": "local", "flagType": "release", "flagVersion": 4, "segmentName": "All Other Users"}}})
@@ -220,14 +223,7 @@ async fn malformed_input_is_400_never_500() {
         assert!(body["error"].is_string());
     }
     let huge = format!("{{\"user_id\":\"{}\"}}", "x".repeat(2 * 1024 * 1024));
-    let (status, body) = json_of(
-        app.post("/sdk/v2/vardata", KEY)
-            .body(huge)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = post_json(&app, "/sdk/v2/vardata", KEY, huge).await;
     assert_eq!(status, 413);
     assert!(body["error"].is_string());
     let (status, _) = json_of(app.get("/no/such/path", KEY).send().await.unwrap()).await;
@@ -332,14 +328,24 @@ async fn readiness_waits_for_flags_and_unreadable_files_are_not_ready() {
         body["reasons"][0].as_str().unwrap().contains("not loaded"),
         "{body}"
     );
-    let (status, _) = json_of(
-        app.post("/sdk/v2/vardata", KEY)
-            .body("{}")
+    // Once the sync has tried, readiness says why.
+    let readyz = app.url("/readyz");
+    eventually(Duration::from_secs(5), || async {
+        let body: Value = app
+            .client
+            .get(&readyz)
             .send()
             .await
-            .unwrap(),
-    )
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("last error: cannot read"))
+    })
     .await;
+    let (status, _) = post_json(&app, "/sdk/v2/vardata", KEY, "{}").await;
     assert_eq!(
         status, 503,
         "a configured deployment without flags yet is unavailable, not unknown"
@@ -371,29 +377,32 @@ async fn syncs_deployments_and_flags_from_amplitude_with_retries_and_paging() {
     fake.set_page_size(1);
     fake.set_flags("client-deployment-aaaa1", &example_flags());
     fake.set_flags("client-deployment-bbbb2", "[]");
-    fake.fail_next("/api/1/deployments", &[500, 429]);
+    // 100 + 200 + 400 ms of retries: long enough to observe readiness before the first sync.
+    fake.fail_next("/api/1/deployments", &[500, 429, 503]);
     fake.fail_next("/sdk/v2/flags", &[502, 503]);
     let app = TestApp::spawn(&vendor_config(&fake), &[]).await;
+    let (status, body) = json_of(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(status, 503, "not ready before the first sync: {body}");
+    assert!(
+        body["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("deployments not fetched yet"),
+        "{body}"
+    );
     app.wait_ready().await;
 
-    let (status, results) = json_of(
-        app.post("/sdk/v2/vardata", "client-deployment-aaaa1")
-            .body(user().to_string())
-            .send()
-            .await
-            .unwrap(),
+    let (status, results) = post_json(
+        &app,
+        "/sdk/v2/vardata",
+        "client-deployment-aaaa1",
+        user().to_string(),
     )
     .await;
     assert_eq!(status, 200);
     assert_example_results(&results);
-    let (status, results) = json_of(
-        app.post("/sdk/v2/vardata", "client-deployment-bbbb2")
-            .body("{}")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, results) =
+        post_json(&app, "/sdk/v2/vardata", "client-deployment-bbbb2", "{}").await;
     assert_eq!((status, results), (200, json!({})));
     let (status, _) = json_of(
         app.get("/sdk/v2/flags", "client-deleted-cccc3")
@@ -456,16 +465,15 @@ async fn vendor_failures_keep_serving_the_last_known_good_flags() {
     fake.set_flags("client-deployment-aaaa1", &example_flags());
     let app = TestApp::spawn(&vendor_config(&fake), &[]).await;
     app.wait_ready().await;
-    // Every request now fails: 500 (retried, then given up) and invalid JSON.
+    // Every request now fails with 500 (retried, then given up).
     fake.fail_next("/sdk/v2/flags", &[500; 64]);
     fake.fail_next("/api/1/deployments", &[500; 64]);
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let (status, results) = json_of(
-        app.post("/sdk/v2/vardata", "client-deployment-aaaa1")
-            .body(user().to_string())
-            .send()
-            .await
-            .unwrap(),
+    let (status, results) = post_json(
+        &app,
+        "/sdk/v2/vardata",
+        "client-deployment-aaaa1",
+        user().to_string(),
     )
     .await;
     assert_eq!(status, 200);

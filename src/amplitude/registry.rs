@@ -102,6 +102,9 @@ pub struct Registry {
     deployments: ArcSwap<HashMap<String, Entry>>,
     /// Projects whose deployment list has not been fetched yet (by index in the config).
     unlisted_projects: std::sync::Mutex<BTreeSet<usize>>,
+    /// The last sync error per deployment key or `project <n>`, cleared on success; shown in
+    /// readiness so an operator sees why something is not ready.
+    last_errors: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -130,6 +133,7 @@ impl Registry {
             store,
             deployments: ArcSwap::from_pointee(HashMap::new()),
             unlisted_projects: std::sync::Mutex::new(BTreeSet::new()),
+            last_errors: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -174,6 +178,27 @@ impl Registry {
         self.unlisted_projects
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records the outcome of a sync attempt for `subject` (a deployment key, or `project <n>`):
+    /// `Some(error)` is kept for readiness, `None` clears it.
+    pub fn record_sync_result(&self, subject: &str, error: Option<String>) {
+        let mut errors = self
+            .last_errors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match error {
+            Some(error) => errors.insert(subject.to_owned(), error),
+            None => errors.remove(subject),
+        };
+    }
+
+    fn last_error(&self, subject: &str) -> Option<String> {
+        let errors = self
+            .last_errors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        errors.get(subject).map(|e| format!(" (last error: {e})"))
     }
 
     /// Records that the sync re-confirmed a deployment's flags (unchanged content), so the
@@ -244,13 +269,19 @@ impl Registry {
         let mut reasons: Vec<String> = self
             .lock_unlisted()
             .iter()
-            .map(|p| format!("project {p}: deployments not fetched yet"))
+            .map(|p| {
+                let error = self.last_error(&format!("project {p}")).unwrap_or_default();
+                format!("project {p}: deployments not fetched yet{error}")
+            })
             .collect();
         let map = self.deployments.load();
         let mut pending: Vec<String> = map
             .iter()
             .filter(|(_, entry)| matches!(entry, Entry::Pending))
-            .map(|(key, _)| format!("deployment {}: flags not loaded yet", mask_key(key)))
+            .map(|(key, _)| {
+                let error = self.last_error(key).unwrap_or_default();
+                format!("deployment {}: flags not loaded yet{error}", mask_key(key))
+            })
             .collect();
         pending.sort();
         reasons.extend(pending);

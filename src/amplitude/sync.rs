@@ -134,9 +134,13 @@ impl Syncer {
                     let listed: Vec<String> = deployments.into_iter().map(|d| d.key).collect();
                     self.reconcile(&mut running, &listed, &cancel).await;
                     self.registry.project_listed(project);
+                    self.registry
+                        .record_sync_result(&format!("project {project}"), None);
                 }
                 Err(error) => {
                     metrics::counter!(m::DEPLOYMENTS_FETCH_FAILURE).increment(1);
+                    self.registry
+                        .record_sync_result(&format!("project {project}"), Some(error.to_string()));
                     tracing::error!(project, %error, "listing deployments failed; keeping the known ones");
                 }
             }
@@ -236,6 +240,8 @@ impl Syncer {
             },
             Err(e) => Err(e.to_string()),
         };
+        self.registry
+            .record_sync_result(deployment, result.as_ref().err().cloned());
         match result {
             Ok(_) => self.registry.confirm(deployment),
             Err(error) => {

@@ -77,6 +77,35 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         .with_state(state)
 }
 
+/// Collapses repeated slashes in the request path before routing, so an SDK configured with a
+/// trailing slash in its server URL (`http://proxy:3546/` gives `//sdk/v2/vardata` in the Node
+/// SDK) still reaches the endpoint. Applied around the router (see [`crate::app`]), because
+/// rewriting a URI inside the router would be too late for routing.
+pub fn collapse_slashes(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if !path.contains("//") {
+        return request;
+    }
+    let mut collapsed = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && collapsed.ends_with('/')) {
+            collapsed.push(c);
+        }
+    }
+    if let Some(query) = request.uri().query() {
+        collapsed.push('?');
+        collapsed.push_str(query);
+    }
+    let mut parts = request.uri().clone().into_parts();
+    if let Ok(path_and_query) = collapsed.parse() {
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
 /// The metrics-port router: `GET /{path}`.
 pub fn metrics_router(state: AppState, path: &str) -> Router {
     let path = format!("/{}", path.trim_start_matches('/'));

@@ -1,23 +1,95 @@
 //! The default store: process memory, for a single node.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
-use super::{Change, Store, StoreError, StoredFlags};
+use super::{
+    Change, CohortBlob, CohortChange, CohortDescription, CohortWrite, Store, StoreError,
+    StoredFlags,
+};
 
-/// Capacity of the change channel; a subscriber that lags further re-reads everything it serves.
+/// Capacity of the change channels; a subscriber that lags further re-reads everything it serves.
 const CHANGE_CHANNEL_CAPACITY: usize = 1024;
 
-/// Keeps everything in a mutex-guarded map. Only sync loops and snapshot rebuilds touch it,
-/// never the request path, so a plain mutex is enough.
+/// Default number of live dedup claims kept (the reference's filter capacity).
+pub const DEFAULT_DEDUP_CAPACITY: usize = 1 << 20;
+
+/// One stored cohort version.
+#[derive(Debug)]
+struct Cohort {
+    description: CohortDescription,
+    members: HashSet<String>,
+    blob: Bytes,
+}
+
+/// Everything but the dedup claims and leases, under one lock.
+#[derive(Debug, Default)]
+struct Data {
+    flags: HashMap<String, StoredFlags>,
+    cohorts: HashMap<String, Cohort>,
+    /// (group type, member) -> cohort ids.
+    memberships: HashMap<(String, String), BTreeSet<String>>,
+}
+
+/// Dedup claims: a map bounded by `capacity`, expired entries dropped oldest first.
+#[derive(Debug)]
+struct Claims {
+    capacity: usize,
+    expiry: HashMap<String, Instant>,
+    /// Claims in the order they were made; an entry is stale when `expiry` holds another instant.
+    order: VecDeque<(Instant, String)>,
+}
+
+impl Claims {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            expiry: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Drops the oldest claims while they are expired, or while the map is over capacity.
+    fn evict(&mut self, now: Instant) {
+        while let Some((at, key)) = self.order.front() {
+            let over = self.expiry.len() >= self.capacity;
+            let current = self.expiry.get(key) == Some(at);
+            if current && !over && *at > now {
+                break;
+            }
+            if current {
+                self.expiry.remove(key);
+            }
+            self.order.pop_front();
+        }
+    }
+
+    fn claim(&mut self, key: &str, ttl: Duration, now: Instant) -> bool {
+        if self.expiry.get(key).is_some_and(|at| *at > now) {
+            return false;
+        }
+        self.evict(now);
+        let at = now + ttl;
+        self.expiry.insert(key.to_owned(), at);
+        self.order.push_back((at, key.to_owned()));
+        true
+    }
+}
+
+/// Keeps everything in mutex-guarded maps. Only sync loops, snapshot rebuilds and the assignment
+/// worker touch it, never with a lock held across an await, so plain mutexes are enough.
 #[derive(Debug)]
 pub struct MemoryStore {
-    flags: Mutex<HashMap<String, StoredFlags>>,
+    data: Mutex<Data>,
+    claims: Mutex<Claims>,
+    leases: Mutex<HashMap<String, (String, Instant)>>,
     changes: broadcast::Sender<Change>,
+    cohort_changes: broadcast::Sender<CohortChange>,
 }
 
 impl Default for MemoryStore {
@@ -26,22 +98,53 @@ impl Default for MemoryStore {
     }
 }
 
+/// Locks a mutex, ignoring poisoning: every update below leaves the maps consistent between
+/// statements that could panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store keeping up to [`DEFAULT_DEDUP_CAPACITY`] dedup claims.
     pub fn new() -> Self {
+        Self::with_dedup_capacity(DEFAULT_DEDUP_CAPACITY)
+    }
+
+    /// An empty store keeping up to `capacity` dedup claims (the oldest go first when full).
+    pub fn with_dedup_capacity(capacity: usize) -> Self {
         let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
+        let (cohort_changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         Self {
-            flags: Mutex::new(HashMap::new()),
+            data: Mutex::new(Data::default()),
+            claims: Mutex::new(Claims::new(capacity)),
+            leases: Mutex::new(HashMap::new()),
             changes,
+            cohort_changes,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, StoredFlags>> {
-        // A panic while holding this lock cannot leave the map half-written (every update is a
-        // single insert or remove), so a poisoned lock is safe to keep using.
-        self.flags
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn data(&self) -> MutexGuard<'_, Data> {
+        lock(&self.data)
+    }
+}
+
+/// Adds or removes `cohort_id` in the index entries of `members`.
+fn index(data: &mut Data, group_type: &str, members: &HashSet<String>, cohort_id: &str, add: bool) {
+    for member in members {
+        let key = (group_type.to_owned(), member.clone());
+        if add {
+            data.memberships
+                .entry(key)
+                .or_default()
+                .insert(cohort_id.to_owned());
+        } else if let Some(ids) = data.memberships.get_mut(&key) {
+            ids.remove(cohort_id);
+            if ids.is_empty() {
+                data.memberships.remove(&key);
+            }
+        }
     }
 }
 
@@ -49,13 +152,14 @@ impl MemoryStore {
 impl Store for MemoryStore {
     async fn put_flags(&self, deployment: &str, json: Bytes) -> Result<u64, StoreError> {
         let version = {
-            let mut flags = self.lock();
-            let previous = flags.get(deployment);
+            let mut data = self.data();
+            let previous = data.flags.get(deployment);
             if let Some(previous) = previous.filter(|p| p.json == json) {
                 return Ok(previous.version);
             }
             let version = previous.map_or(1, |p| p.version + 1);
-            flags.insert(deployment.to_owned(), StoredFlags { version, json });
+            data.flags
+                .insert(deployment.to_owned(), StoredFlags { version, json });
             version
         };
         // No subscriber is not an error: nobody needs to hear about it.
@@ -67,11 +171,11 @@ impl Store for MemoryStore {
     }
 
     async fn get_flags(&self, deployment: &str) -> Result<Option<StoredFlags>, StoreError> {
-        Ok(self.lock().get(deployment).cloned())
+        Ok(self.data().flags.get(deployment).cloned())
     }
 
     async fn remove_deployment(&self, deployment: &str) -> Result<(), StoreError> {
-        let removed = self.lock().remove(deployment).is_some();
+        let removed = self.data().flags.remove(deployment).is_some();
         if removed {
             let _ = self.changes.send(Change::DeploymentRemoved {
                 deployment: deployment.to_owned(),
@@ -80,8 +184,202 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn list_deployments(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut list: Vec<(String, u64)> = self
+            .data()
+            .flags
+            .iter()
+            .map(|(k, f)| (k.clone(), f.version))
+            .collect();
+        list.sort();
+        Ok(list)
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    async fn put_cohort(
+        &self,
+        description: &CohortDescription,
+        members: &[String],
+        blob: Bytes,
+    ) -> Result<CohortWrite, StoreError> {
+        let new_members: HashSet<String> = members.iter().cloned().collect();
+        let id = description.cohort_id.as_str();
+        let (added, removed) = {
+            let mut data = self.data();
+            let previous = data.cohorts.remove(id);
+            let counts = if let Some(previous) = previous {
+                if previous.description.last_modified >= description.last_modified {
+                    let stored = previous.description.clone();
+                    data.cohorts.insert(id.to_owned(), previous);
+                    return Ok(CohortWrite::Stale { stored });
+                }
+                let same_type = previous.description.group_type == description.group_type;
+                let (added, removed): (HashSet<String>, HashSet<String>) = if same_type {
+                    (
+                        new_members.difference(&previous.members).cloned().collect(),
+                        previous.members.difference(&new_members).cloned().collect(),
+                    )
+                } else {
+                    (new_members.clone(), previous.members)
+                };
+                index(
+                    &mut data,
+                    &previous.description.group_type,
+                    &removed,
+                    id,
+                    false,
+                );
+                index(&mut data, &description.group_type, &added, id, true);
+                (added.len(), removed.len())
+            } else {
+                index(&mut data, &description.group_type, &new_members, id, true);
+                (new_members.len(), 0)
+            };
+            data.cohorts.insert(
+                id.to_owned(),
+                Cohort {
+                    description: description.clone(),
+                    members: new_members,
+                    blob,
+                },
+            );
+            counts
+        };
+        let _ = self.cohort_changes.send(CohortChange::Updated {
+            cohort_id: id.to_owned(),
+            last_modified: description.last_modified,
+        });
+        Ok(CohortWrite::Written {
+            added: added as u64,
+            removed: removed as u64,
+        })
+    }
+
+    async fn get_cohort(&self, cohort_id: &str) -> Result<Option<CohortDescription>, StoreError> {
+        Ok(self
+            .data()
+            .cohorts
+            .get(cohort_id)
+            .map(|c| c.description.clone()))
+    }
+
+    async fn list_cohorts(&self) -> Result<Vec<CohortDescription>, StoreError> {
+        let mut list: Vec<CohortDescription> = self
+            .data()
+            .cohorts
+            .values()
+            .map(|c| c.description.clone())
+            .collect();
+        list.sort_by(|a, b| a.cohort_id.cmp(&b.cohort_id));
+        Ok(list)
+    }
+
+    async fn get_cohort_members(&self, cohort_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        Ok(self.data().cohorts.get(cohort_id).map(|c| {
+            let mut members: Vec<String> = c.members.iter().cloned().collect();
+            members.sort();
+            members
+        }))
+    }
+
+    async fn get_cohort_blob(&self, cohort_id: &str) -> Result<Option<CohortBlob>, StoreError> {
+        Ok(self.data().cohorts.get(cohort_id).map(|c| CohortBlob {
+            description: c.description.clone(),
+            blob: c.blob.clone(),
+        }))
+    }
+
+    async fn get_memberships(
+        &self,
+        group_type: &str,
+        member: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let key = (group_type.to_owned(), member.to_owned());
+        Ok(self
+            .data()
+            .memberships
+            .get(&key)
+            .map(|ids| ids.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn remove_cohort(&self, cohort_id: &str) -> Result<(), StoreError> {
+        let removed = {
+            let mut data = self.data();
+            let cohort = data.cohorts.remove(cohort_id);
+            if let Some(cohort) = &cohort {
+                index(
+                    &mut data,
+                    &cohort.description.group_type,
+                    &cohort.members,
+                    cohort_id,
+                    false,
+                );
+            }
+            cohort.is_some()
+        };
+        if removed {
+            let _ = self.cohort_changes.send(CohortChange::Removed {
+                cohort_id: cohort_id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn subscribe_cohorts(&self) -> broadcast::Receiver<CohortChange> {
+        self.cohort_changes.subscribe()
+    }
+
+    async fn claim(&self, keys: &[String], ttl: Duration) -> Result<Vec<bool>, StoreError> {
+        let now = Instant::now();
+        let mut claims = lock(&self.claims);
+        Ok(keys.iter().map(|key| claims.claim(key, ttl, now)).collect())
+    }
+
+    async fn try_acquire(
+        &self,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut leases = lock(&self.leases);
+        let free = match leases.get(name) {
+            Some((holder, until)) => holder == token || *until <= now,
+            None => true,
+        };
+        if free {
+            leases.insert(name.to_owned(), (token.to_owned(), now + ttl));
+        }
+        Ok(free)
+    }
+
+    async fn renew(&self, name: &str, token: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut leases = lock(&self.leases);
+        match leases.get_mut(name) {
+            Some((holder, until)) if holder == token && *until > now => {
+                *until = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release(&self, name: &str, token: &str) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut leases = lock(&self.leases);
+        match leases.get(name) {
+            Some((holder, until)) if holder == token => {
+                let live = *until > now;
+                leases.remove(name);
+                Ok(live)
+            }
+            _ => Ok(false),
+        }
     }
 }
 
@@ -137,6 +435,38 @@ mod tests {
             Change::DeploymentRemoved {
                 deployment: "d".into()
             }
+        );
+    }
+
+    #[test]
+    fn claims_are_bounded_oldest_first() {
+        let mut claims = Claims::new(2);
+        let now = Instant::now();
+        let ttl = Duration::from_secs(60);
+        assert!(claims.claim("a", ttl, now));
+        assert!(claims.claim("b", ttl, now));
+        assert!(!claims.claim("a", ttl, now));
+        assert!(claims.claim("c", ttl, now));
+        assert_eq!(claims.expiry.len(), 2);
+        assert!(
+            claims.claim("a", ttl, now),
+            "a was evicted to make room for c"
+        );
+        assert!(!claims.claim("c", ttl, now));
+    }
+
+    #[test]
+    fn expired_claims_are_dropped_and_reclaimable() {
+        let mut claims = Claims::new(10);
+        let now = Instant::now();
+        assert!(claims.claim("a", Duration::from_millis(5), now));
+        let later = now + Duration::from_millis(10);
+        assert!(claims.claim("a", Duration::from_millis(5), later));
+        assert!(claims.claim("b", Duration::from_millis(5), later));
+        assert_eq!(
+            claims.order.len(),
+            2,
+            "the stale entry of the first claim is gone"
         );
     }
 }

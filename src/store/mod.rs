@@ -1,18 +1,32 @@
 //! The state replicas share, behind one trait.
 //!
-//! Today the proxy keeps flag configs per deployment here; the Redis implementation, cohorts,
-//! dedup claims and leases arrive with their own issues and extend this trait. Writers (the sync
-//! loops) put what they fetched; readers (the [`crate::amplitude::registry::Registry`]) learn about
-//! changes through [`Store::subscribe`] and load the new version. The request path never calls
-//! the store for flags: it reads the registry's compiled snapshot.
+//! What several proxy replicas must agree on lives here, and nothing else:
+//! - **flag configs** per deployment (the whole `/sdk/v2/flags` array), versioned;
+//! - **cohorts**: description, members, the membership index `(groupType, member) -> cohort ids`
+//!   and the gzip blob SDKs download;
+//! - **dedup claims**: claim-once keys with a TTL (24 h for assignment events), in batches;
+//! - **coordination**: a lease with a random token, and change signals followers watch.
+//!
+//! Two implementations: [`MemoryStore`] (the default, one node) and [`RedisStore`] (shared by
+//! replicas; key layout and migrations in [`redis`] and [`migrate`]). Writers (the sync loops)
+//! put what they fetched; readers (the [`crate::amplitude::registry::Registry`]) learn about
+//! changes through [`Store::subscribe`] / [`Store::subscribe_cohorts`] and load the new version.
+//! The request path never calls the store for flags: it reads the registry's compiled snapshot.
 
+pub mod keys;
 pub mod memory;
+pub mod migrate;
+pub mod redis;
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-pub use memory::MemoryStore;
+pub use self::memory::MemoryStore;
+pub use self::redis::{RedisSettings, RedisStore};
 
 /// The flag configs of one deployment as the vendor served them (`/sdk/v2/flags` JSON array).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +37,7 @@ pub struct StoredFlags {
     pub json: Bytes,
 }
 
-/// What changed in the store, sent to subscribers so they reload only what they need.
+/// What changed in the flag configs, sent to subscribers so they reload only what they need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// New flag configs were written for this deployment key.
@@ -32,12 +46,78 @@ pub enum Change {
     DeploymentRemoved { deployment: String },
 }
 
+/// What changed in the cohorts, on a channel of its own ([`Store::subscribe_cohorts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CohortChange {
+    /// A new version of the cohort (members, index, blob, description) was written.
+    Updated {
+        cohort_id: String,
+        last_modified: i64,
+    },
+    /// The cohort, its members, blob and index entries were removed.
+    Removed { cohort_id: String },
+}
+
+/// A cohort's description, serialised with the vendor's field names and order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CohortDescription {
+    /// The vendor's cohort id.
+    pub cohort_id: String,
+    /// `User` for user cohorts, otherwise the group type name (e.g. `org name`).
+    pub group_type: String,
+    /// Number of members.
+    pub size: u64,
+    /// Vendor timestamp (ms) of this version; a write older than the stored one is ignored.
+    pub last_modified: i64,
+}
+
+/// A cohort description with the blob of that same version, read together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortBlob {
+    /// The version the blob belongs to.
+    pub description: CohortDescription,
+    /// The bytes the writer stored (gzip JSON, or its base64 form; the store does not look).
+    pub blob: Bytes,
+}
+
+/// What [`Store::put_cohort`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CohortWrite {
+    /// The new version is stored; the membership index changed by these counts.
+    Written { added: u64, removed: u64 },
+    /// The stored version is as new or newer (`lastModified`); nothing was written.
+    Stale { stored: CohortDescription },
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backing service could not be reached or answered with an error.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backing service did not answer within the command timeout.
+    #[error("store timed out after {0:?}")]
+    Timeout(Duration),
+    /// Stored data could not be decoded (written by something else, or corrupted).
+    #[error("store holds invalid data at {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// The settings are unusable (bad URL, bad prefix).
+    #[error("invalid store settings: {0}")]
+    Config(String),
+    /// The shared keyspace was written by a newer proxy; refusing to touch it.
+    #[error(
+        "the Redis keyspace under prefix {prefix:?} has schema version {found}, but this proxy only \
+         understands up to version {supported}; upgrade the proxy (or use another prefix)"
+    )]
+    SchemaTooNew {
+        prefix: String,
+        found: u32,
+        supported: u32,
+    },
+    /// Another replica held the migration lock for too long.
+    #[error("timed out waiting for another replica to migrate the keyspace to version {0}")]
+    MigrationLockTimeout(u32),
 }
 
 /// The storage contract; see the module documentation.
@@ -53,6 +133,78 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a deployment's flags and signals [`Change::DeploymentRemoved`].
     async fn remove_deployment(&self, deployment: &str) -> Result<(), StoreError>;
 
-    /// Subscribes to changes made after this call.
+    /// The stored deployments and their flag versions, sorted by key.
+    async fn list_deployments(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Subscribes to flag changes made after this call (by this replica or, for Redis, others).
     fn subscribe(&self) -> broadcast::Receiver<Change>;
+
+    /// Writes a new version of a cohort: `members` is the complete member list of the version
+    /// (duplicates allowed). The store diffs it against the stored members and updates the
+    /// membership index by difference (added and removed members, the whole set when the group
+    /// type changed), then stores `blob` and publishes the description last. Ignored (returns
+    /// [`CohortWrite::Stale`]) when the stored `lastModified` is the same or newer. Callers must
+    /// not write the same cohort concurrently (hold the lease).
+    async fn put_cohort(
+        &self,
+        description: &CohortDescription,
+        members: &[String],
+        blob: Bytes,
+    ) -> Result<CohortWrite, StoreError>;
+
+    /// The stored description of a cohort.
+    async fn get_cohort(&self, cohort_id: &str) -> Result<Option<CohortDescription>, StoreError>;
+
+    /// Every stored cohort description, sorted by id (a sync-path read, scanned in pages).
+    async fn list_cohorts(&self) -> Result<Vec<CohortDescription>, StoreError>;
+
+    /// The members of the stored version, sorted (a sync-path read, scanned in pages).
+    async fn get_cohort_members(&self, cohort_id: &str) -> Result<Option<Vec<String>>, StoreError>;
+
+    /// The description and blob of the stored version, read atomically.
+    async fn get_cohort_blob(&self, cohort_id: &str) -> Result<Option<CohortBlob>, StoreError>;
+
+    /// The ids of the cohorts of `group_type` that contain `member`, sorted (request path; the
+    /// answer is bounded by the number of cohorts).
+    async fn get_memberships(
+        &self,
+        group_type: &str,
+        member: &str,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Removes a cohort, its members, blob and membership index entries.
+    async fn remove_cohort(&self, cohort_id: &str) -> Result<(), StoreError>;
+
+    /// Subscribes to cohort changes made after this call.
+    fn subscribe_cohorts(&self) -> broadcast::Receiver<CohortChange>;
+
+    /// Claims each key for `ttl`: `true` where the key was not claimed (or its claim expired),
+    /// `false` where it is still claimed. Answers in the order of `keys`; a key repeated in one
+    /// call is claimed by its first occurrence.
+    async fn claim(&self, keys: &[String], ttl: Duration) -> Result<Vec<bool>, StoreError>;
+
+    /// Takes the lease `name` for `ttl` if nobody holds it (or it expired). Holding it already
+    /// with the same `token` also succeeds and extends it.
+    async fn try_acquire(&self, name: &str, token: &str, ttl: Duration)
+        -> Result<bool, StoreError>;
+
+    /// Extends the lease to `ttl` from now if `token` still holds it.
+    async fn renew(&self, name: &str, token: &str, ttl: Duration) -> Result<bool, StoreError>;
+
+    /// Gives the lease up if `token` holds it; returns whether it did.
+    async fn release(&self, name: &str, token: &str) -> Result<bool, StoreError>;
+}
+
+/// The store the configuration asks for: Redis when settings are given (connecting and migrating
+/// its keyspace), otherwise process memory.
+pub async fn open(redis: Option<&RedisSettings>) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    Ok(match redis {
+        Some(settings) => std::sync::Arc::new(RedisStore::connect(settings).await?),
+        None => std::sync::Arc::new(MemoryStore::new()),
+    })
+}
+
+/// A fresh random lease token (128 bits, hex), so replicas never share one.
+pub fn new_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }

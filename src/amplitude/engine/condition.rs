@@ -2,6 +2,7 @@
 //! from the filter values (parsed numbers, versions, regexes, lowercased strings) is done once.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
@@ -212,34 +213,40 @@ impl CompiledCondition {
         if self.op == Op::Unknown {
             return Ok(false);
         }
-        let (list, scalar): (Option<Vec<String>>, Cow<'_, str>) = match prop {
-            Selected::Null => return Ok(self.match_null()),
-            Selected::Str(s) => string_view(s),
-            Selected::Map(m) => {
-                let mut out = Vec::new();
-                super::value::write_json_object(m, &mut out);
-                (None, Cow::Owned(String::from_utf8(out).unwrap_or_default()))
-            }
-            Selected::Value(Value::Null) => return Ok(self.match_null()),
-            Selected::Value(Value::String(s)) => string_view(s),
-            Selected::Value(v @ Value::Array(_)) => (coerce_string_list(v), Cow::Borrowed("")),
-            Selected::Value(v) => (None, coerce_string(v).unwrap_or(Cow::Borrowed(""))),
-        };
-        if self.op.is_set() {
-            return Ok(match list {
-                None => false,
-                Some(p) => self.match_set(&p),
-            });
-        }
-        if let Some(items) = list {
-            for e in &items {
-                if self.match_string(e)? {
-                    return Ok(true);
+        self.matches_view(&PropView::of(prop))
+    }
+
+    /// Matches a property already coerced with [`PropView::of`] (lets callers reuse the coercion
+    /// across conditions on the same selector).
+    pub fn matches_view(&self, view: &PropView<'_>) -> Result<bool, RegexError> {
+        match (view, self.op) {
+            (_, Op::Unknown) => Ok(false),
+            (PropView::Null, _) => Ok(self.match_null()),
+            (PropView::List(p), op) if op.is_set() => Ok(self.match_set(p)),
+            (PropView::Scalar(_), op) if op.is_set() => Ok(false),
+            (PropView::List(list), _) => {
+                for e in &list.items {
+                    if self.match_string(e)? {
+                        return Ok(true);
+                    }
                 }
+                Ok(false)
             }
-            return Ok(false);
+            (PropView::Scalar(sc), op) => match op {
+                Op::Less | Op::LessOrEqual | Op::Greater | Op::GreaterOrEqual => {
+                    let x = *sc.number.get_or_init(|| java::parse_double(&sc.text));
+                    Ok(self.compare_numeric_parsed(&sc.text, x))
+                }
+                Op::VersionLess
+                | Op::VersionLessOrEqual
+                | Op::VersionGreater
+                | Op::VersionGreaterOrEqual => {
+                    let v = sc.version.get_or_init(|| SemanticVersion::parse(&sc.text));
+                    Ok(self.compare_version_parsed(&sc.text, v.as_ref()))
+                }
+                _ => self.match_string(&sc.text),
+            },
         }
-        self.match_string(&scalar)
     }
 
     /// `matchNull` (spec §7.1).
@@ -292,6 +299,12 @@ impl CompiledCondition {
         if self.lower.is_empty() {
             return false;
         }
+        if s.is_ascii() && self.lower.iter().all(|v| v.is_ascii()) {
+            return self
+                .lower
+                .iter()
+                .any(|v| ascii_icontains(s.as_bytes(), v.as_bytes()));
+        }
         let ls = s.to_lowercase();
         self.lower.iter().any(|v| ls.contains(v.as_str()))
     }
@@ -303,7 +316,11 @@ impl CompiledCondition {
     }
 
     fn compare_numeric(&self, s: &str) -> bool {
-        match java::parse_double(s) {
+        self.compare_numeric_parsed(s, java::parse_double(s))
+    }
+
+    fn compare_numeric_parsed(&self, s: &str, parsed: Option<f64>) -> bool {
+        match parsed {
             Some(x) if !self.numbers.is_empty() => self
                 .numbers
                 .iter()
@@ -313,7 +330,11 @@ impl CompiledCondition {
     }
 
     fn compare_version(&self, s: &str) -> bool {
-        match SemanticVersion::parse(s) {
+        self.compare_version_parsed(s, SemanticVersion::parse(s).as_ref())
+    }
+
+    fn compare_version_parsed(&self, s: &str, parsed: Option<&SemanticVersion>) -> bool {
+        match parsed {
             Some(x) if !self.versions.is_empty() => {
                 self.versions.iter().any(|d| self.op.accepts(x.cmp(d)))
             }
@@ -333,7 +354,7 @@ impl CompiledCondition {
     }
 
     /// Set operators (spec §7.5); `p` is deduped.
-    fn match_set(&self, p: &[String]) -> bool {
+    fn match_set(&self, p: &PropList) -> bool {
         match self.op {
             Op::SetIs => self.set_equals(p),
             Op::SetIsNot => !self.set_equals(p),
@@ -345,39 +366,39 @@ impl CompiledCondition {
         }
     }
 
-    fn set_equals(&self, p: &[String]) -> bool {
-        p.len() == self.values.len() && p.iter().all(|e| self.is_member(e))
+    fn set_equals(&self, p: &PropList) -> bool {
+        p.items.len() == self.values.len() && p.items.iter().all(|e| self.is_member(e))
     }
 
-    fn contains_all(&self, p: &[String]) -> bool {
-        if p.len() < self.values.len() {
+    fn contains_all(&self, p: &PropList) -> bool {
+        if p.items.len() < self.values.len() {
             return false;
         }
-        let index = PropSet::new(p, self.values.len());
-        self.values.iter().all(|v| index.matches_is(v))
+        self.values.iter().all(|v| p.matches_is(v))
     }
 
-    fn contains_any(&self, p: &[String]) -> bool {
-        let index = PropSet::new(p, self.values.len());
-        self.values.iter().any(|v| index.matches_is(v))
+    fn contains_any(&self, p: &PropList) -> bool {
+        self.values.iter().any(|v| p.matches_is(v))
     }
 }
 
-/// The property set with `matchesIs(v, P)` support; hashed when large.
-struct PropSet<'a> {
-    items: &'a [String],
+/// A property coerced to a deduped string list, with `matchesIs(v, P)` support (hashed lazily
+/// when large, so the index is built once per evaluation and shared by all conditions).
+#[derive(Debug, Clone)]
+pub struct PropList {
+    /// Element strings (nulls dropped, deduped, first-seen order).
+    pub items: Vec<String>,
     has_bool: bool,
-    hashed: Option<HashSet<&'a str>>,
+    hashed: OnceCell<HashSet<String>>,
 }
 
-impl<'a> PropSet<'a> {
-    fn new(items: &'a [String], probes: usize) -> PropSet<'a> {
-        let hashed =
-            (items.len() * probes > 64).then(|| items.iter().map(String::as_str).collect());
-        PropSet {
+impl PropList {
+    fn new(items: Vec<String>) -> PropList {
+        let has_bool = items.iter().any(|e| java::is_boolean_like(e));
+        PropList {
             items,
-            has_bool: items.iter().any(|e| java::is_boolean_like(e)),
-            hashed,
+            has_bool,
+            hashed: OnceCell::new(),
         }
     }
 
@@ -385,17 +406,82 @@ impl<'a> PropSet<'a> {
         if self.has_bool && java::is_boolean_like(v) {
             return self.items.iter().any(|e| java::equals_ignore_case(e, v));
         }
-        match &self.hashed {
-            Some(h) => h.contains(v),
-            None => self.items.iter().any(|e| e == v),
+        if self.items.len() <= 16 {
+            return self.items.iter().any(|e| e == v);
+        }
+        self.hashed
+            .get_or_init(|| self.items.iter().cloned().collect())
+            .contains(v)
+    }
+}
+
+/// A scalar property's coerced string, with its numeric and semver parses memoised.
+#[derive(Debug, Clone)]
+pub struct Scalar<'a> {
+    /// The coerced string.
+    pub text: Cow<'a, str>,
+    number: OnceCell<Option<f64>>,
+    version: OnceCell<Option<SemanticVersion>>,
+}
+
+impl<'a> Scalar<'a> {
+    fn new(text: Cow<'a, str>) -> Scalar<'a> {
+        Scalar {
+            text,
+            number: OnceCell::new(),
+            version: OnceCell::new(),
         }
     }
 }
 
-/// A string property: a list if it starts with `[` and parses as a JSON array, else a scalar.
-fn string_view(s: &str) -> (Option<Vec<String>>, Cow<'_, str>) {
-    match parse_string_list(s) {
-        Some(list) => (Some(list), Cow::Borrowed("")),
-        None => (None, Cow::Borrowed(s)),
+/// A property after `coerceStringList`/`coerceString` (spec §6 steps 2–6).
+#[derive(Debug, Clone)]
+pub enum PropView<'a> {
+    /// Null or missing: `matchNull` applies.
+    Null,
+    /// An array, or a string that is a `[`-prefixed JSON array: deduped element strings.
+    List(PropList),
+    /// Anything else, as its coerced string.
+    Scalar(Scalar<'a>),
+}
+
+impl<'a> PropView<'a> {
+    /// Coerces a selected property once.
+    pub fn of(prop: Selected<'a>) -> PropView<'a> {
+        match prop {
+            Selected::Null | Selected::Value(Value::Null) => PropView::Null,
+            Selected::Str(s) => PropView::of_str(s),
+            Selected::Value(Value::String(s)) => PropView::of_str(s),
+            Selected::Map(m) => {
+                let mut out = Vec::new();
+                super::value::write_json_object(m, &mut out);
+                PropView::Scalar(Scalar::new(Cow::Owned(
+                    String::from_utf8(out).unwrap_or_default(),
+                )))
+            }
+            Selected::Value(v @ Value::Array(_)) => match coerce_string_list(v) {
+                Some(l) => PropView::List(PropList::new(l)),
+                None => PropView::Null,
+            },
+            Selected::Value(v) => match coerce_string(v) {
+                Some(s) => PropView::Scalar(Scalar::new(s)),
+                None => PropView::Null,
+            },
+        }
     }
+
+    fn of_str(s: &'a str) -> PropView<'a> {
+        match parse_string_list(s) {
+            Some(list) => PropView::List(PropList::new(list)),
+            None => PropView::Scalar(Scalar::new(Cow::Borrowed(s))),
+        }
+    }
+}
+
+/// ASCII case-insensitive substring test (`needle` is already lowercase).
+fn ascii_icontains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use super::condition::{CompiledCondition, Op, Selected};
+use super::condition::{CompiledCondition, Op, PropView, RegexError, Selected};
 use super::model::{Flag, Segment};
 use super::murmur::murmur3_x86_32;
 use super::topo::{sort_indices, CycleError};
@@ -168,8 +168,8 @@ impl EvaluationResults {
 enum CompiledSelector {
     /// Always null (empty selector, unknown root, whole variant, whole result map).
     Null,
-    /// `["context", ...path]`.
-    Context(Vec<String>),
+    /// `["context", ...path]`, as an index into the interned context paths.
+    Context(usize),
     /// `["result", flag, field, ...rest]` with the flag resolved to a result slot.
     Result {
         slot: usize,
@@ -186,9 +186,15 @@ enum ResultField {
 }
 
 impl CompiledSelector {
-    fn new(sel: &[String], slots: &HashMap<String, usize>) -> CompiledSelector {
+    fn new(
+        sel: &[String],
+        slots: &HashMap<String, usize>,
+        paths: &mut PathInterner,
+    ) -> CompiledSelector {
         match sel.split_first() {
-            Some((root, rest)) if root == "context" => CompiledSelector::Context(rest.to_vec()),
+            Some((root, rest)) if root == "context" => {
+                CompiledSelector::Context(paths.intern(rest))
+            }
             Some((root, rest)) if root == "result" && rest.len() >= 2 => {
                 let Some(&slot) = slots.get(&rest[0]) else {
                     return CompiledSelector::Null;
@@ -209,17 +215,14 @@ impl CompiledSelector {
         }
     }
 
-    fn select<'a>(
+    fn select<'a: 'r, 'r>(
         &self,
-        context: &'a Value,
-        results: &'a [Option<Arc<EvaluatedVariant>>],
-    ) -> Selected<'a> {
+        ctx: &mut EvalContext<'a>,
+        results: &'r [Option<Arc<EvaluatedVariant>>],
+    ) -> Selected<'r> {
         match self {
             CompiledSelector::Null => Selected::Null,
-            CompiledSelector::Context(path) => match descend(context, path) {
-                Some(v) => Selected::Value(v),
-                None => Selected::Null,
-            },
+            CompiledSelector::Context(id) => ctx.selected(*id),
             CompiledSelector::Result { slot, field, rest } => {
                 let Some(Some(variant)) = results.get(*slot) else {
                     return Selected::Null;
@@ -276,6 +279,62 @@ fn lookup<'a>(map: &'a IndexMap<String, Value>, key: &str) -> Option<&'a Value> 
     }
 }
 
+/// Distinct context paths across all flags, so each is resolved once per evaluation.
+#[derive(Debug, Default)]
+struct PathInterner {
+    ids: HashMap<Vec<String>, usize>,
+    paths: Vec<Vec<String>>,
+}
+
+impl PathInterner {
+    fn intern(&mut self, path: &[String]) -> usize {
+        if let Some(&id) = self.ids.get(path) {
+            return id;
+        }
+        let id = self.paths.len();
+        self.paths.push(path.to_vec());
+        self.ids.insert(path.to_vec(), id);
+        id
+    }
+}
+
+type CacheEntry<'a> = (Selected<'a>, Option<PropView<'a>>);
+
+/// Per-evaluation memo of context selections and their coerced views.
+struct EvalContext<'a> {
+    context: &'a Value,
+    paths: &'a [Vec<String>],
+    cache: Vec<Option<CacheEntry<'a>>>,
+}
+
+impl<'a> EvalContext<'a> {
+    fn entry(&mut self, id: usize) -> Option<&mut CacheEntry<'a>> {
+        let (context, paths) = (self.context, self.paths);
+        let slot = self.cache.get_mut(id)?;
+        Some(slot.get_or_insert_with(|| {
+            let sel = match paths.get(id).and_then(|p| descend(context, p)) {
+                Some(v) => Selected::Value(v),
+                None => Selected::Null,
+            };
+            (sel, None)
+        }))
+    }
+
+    fn selected(&mut self, id: usize) -> Selected<'a> {
+        self.entry(id).map_or(Selected::Null, |e| e.0)
+    }
+
+    fn matches(&mut self, id: usize, cond: &CompiledCondition) -> Result<bool, RegexError> {
+        match self.entry(id) {
+            None => cond.matches(Selected::Null),
+            Some(entry) => {
+                let sel = entry.0;
+                cond.matches_view(entry.1.get_or_insert_with(|| PropView::of(sel)))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct CCondition {
     selector: CompiledSelector,
@@ -324,6 +383,7 @@ struct CFlag {
 pub struct CompiledFlags {
     flags: Vec<Flag>,
     compiled: Vec<CFlag>,
+    paths: Vec<Vec<String>>,
     slot_count: usize,
     all_order: Result<Vec<usize>, CycleError>,
     cohorts: BTreeMap<String, BTreeSet<String>>,
@@ -374,24 +434,29 @@ impl<'a> SegmentBuilder<'a> {
     }
 }
 
-fn compile_segment(flag: &Flag, segment: &Segment, slots: &HashMap<String, usize>) -> CSegment {
+fn compile_segment(
+    flag: &Flag,
+    segment: &Segment,
+    slots: &HashMap<String, usize>,
+    paths: &mut PathInterner,
+) -> CSegment {
     let mut b = SegmentBuilder {
         flag,
         segment,
         cache: HashMap::new(),
     };
-    let compile_cond = |c: &super::model::Condition| CCondition {
-        selector: CompiledSelector::new(&c.selector, slots),
+    let mut compile_cond = |c: &super::model::Condition| CCondition {
+        selector: CompiledSelector::new(&c.selector, slots, paths),
         cond: CompiledCondition::from_model(c),
     };
     let conditions = segment.conditions.as_ref().map(|groups| {
         groups
             .iter()
-            .map(|g| g.iter().map(compile_cond).collect())
+            .map(|g| g.iter().map(&mut compile_cond).collect())
             .collect()
     });
     let bucket = segment.bucket.as_ref().map(|bk| CBucket {
-        selector: CompiledSelector::new(&bk.selector, slots),
+        selector: CompiledSelector::new(&bk.selector, slots, paths),
         salt: bk.salt.clone(),
         allocations: bk
             .allocations
@@ -446,6 +511,13 @@ fn collect_cohorts(flags: &[Flag]) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
+impl Default for CompiledFlags {
+    /// No flags.
+    fn default() -> Self {
+        CompiledFlags::compile(Vec::new())
+    }
+}
+
 impl CompiledFlags {
     /// Compiles flags (kept in input order for re-serving).
     pub fn compile(flags: Vec<Flag>) -> CompiledFlags {
@@ -454,6 +526,7 @@ impl CompiledFlags {
             let n = slots.len();
             slots.entry(f.key.clone()).or_insert(n);
         }
+        let mut paths = PathInterner::default();
         let compiled = flags
             .iter()
             .map(|f| CFlag {
@@ -462,7 +535,7 @@ impl CompiledFlags {
                 segments: f
                     .segments
                     .iter()
-                    .map(|s| compile_segment(f, s, &slots))
+                    .map(|s| compile_segment(f, s, &slots, &mut paths))
                     .collect(),
             })
             .collect();
@@ -475,6 +548,7 @@ impl CompiledFlags {
         CompiledFlags {
             cohorts: collect_cohorts(&flags),
             slot_count: slots.len(),
+            paths: paths.paths,
             compiled,
             all_order,
             flags,
@@ -539,13 +613,18 @@ impl CompiledFlags {
         order: impl Iterator<Item = usize>,
     ) -> Result<EvaluationResults, EvaluationError> {
         let mut slots: Vec<Option<Arc<EvaluatedVariant>>> = vec![None; self.slot_count];
+        let mut ctx = EvalContext {
+            context,
+            paths: &self.paths,
+            cache: vec![None; self.paths.len()],
+        };
         let mut first_seen: Vec<usize> = Vec::new();
         let mut keys: Vec<Option<Arc<str>>> = vec![None; self.slot_count];
         for i in order {
             let Some(flag) = self.compiled.get(i) else {
                 continue;
             };
-            if let Some(result) = evaluate_flag(flag, context, &slots)? {
+            if let Some(result) = evaluate_flag(flag, &mut ctx, &slots)? {
                 if slots[flag.slot].is_none() {
                     first_seen.push(flag.slot);
                     keys[flag.slot] = Some(flag.key.clone());
@@ -563,16 +642,16 @@ impl CompiledFlags {
 
 fn evaluate_flag(
     flag: &CFlag,
-    context: &Value,
+    ctx: &mut EvalContext<'_>,
     results: &[Option<Arc<EvaluatedVariant>>],
 ) -> Result<Option<Arc<EvaluatedVariant>>, EvaluationError> {
     for seg in &flag.segments {
         if let Some(groups) = &seg.conditions {
-            if !match_groups(flag, groups, context, results)? {
+            if !match_groups(flag, groups, ctx, results)? {
                 continue;
             }
         }
-        if let Some(outcome) = bucket(flag, seg, context, results)? {
+        if let Some(outcome) = bucket(flag, seg, ctx, results)? {
             return Ok(Some(outcome));
         }
     }
@@ -582,20 +661,20 @@ fn evaluate_flag(
 fn match_groups(
     flag: &CFlag,
     groups: &[Vec<CCondition>],
-    context: &Value,
+    ctx: &mut EvalContext<'_>,
     results: &[Option<Arc<EvaluatedVariant>>],
 ) -> Result<bool, EvaluationError> {
     'groups: for group in groups {
         for c in group {
-            let prop = c.selector.select(context, results);
-            let ok = c
-                .cond
-                .matches(prop)
-                .map_err(|e| EvaluationError::InvalidRegex {
-                    flag: flag.key.to_string(),
-                    pattern: e.pattern,
-                    message: e.message,
-                })?;
+            let matched = match &c.selector {
+                CompiledSelector::Context(id) => ctx.matches(*id, &c.cond),
+                other => c.cond.matches(other.select(ctx, results)),
+            };
+            let ok = matched.map_err(|e| EvaluationError::InvalidRegex {
+                flag: flag.key.to_string(),
+                pattern: e.pattern,
+                message: e.message,
+            })?;
             if !ok {
                 continue 'groups;
             }
@@ -605,16 +684,33 @@ fn match_groups(
     Ok(false)
 }
 
+/// MurmurHash3 (seed 0) of `salt + "/" + value` without a heap allocation for typical sizes.
+fn hash_key(salt: &[u8], value: &[u8]) -> u32 {
+    let total = salt.len() + 1 + value.len();
+    let mut stack = [0u8; 256];
+    let mut heap = Vec::new();
+    let buf: &mut [u8] = if total <= stack.len() {
+        &mut stack[..total]
+    } else {
+        heap.resize(total, 0);
+        &mut heap
+    };
+    buf[..salt.len()].copy_from_slice(salt);
+    buf[salt.len()] = b'/';
+    buf[salt.len() + 1..].copy_from_slice(value);
+    murmur3_x86_32(buf, 0)
+}
+
 fn bucket(
     flag: &CFlag,
     seg: &CSegment,
-    context: &Value,
+    ctx: &mut EvalContext<'_>,
     results: &[Option<Arc<EvaluatedVariant>>],
 ) -> Result<Outcome, EvaluationError> {
     let Some(bk) = &seg.bucket else {
         return Ok(seg.default.clone());
     };
-    let value = match bk.selector.select(context, results) {
+    let value = match bk.selector.select(ctx, results) {
         Selected::Null => None,
         Selected::Str(s) => Some(std::borrow::Cow::Borrowed(s)),
         Selected::Value(v) => coerce_string(v),
@@ -630,11 +726,7 @@ fn bucket(
         Some(v) if !v.is_empty() => v,
         _ => return Ok(seg.default.clone()),
     };
-    let mut key = String::with_capacity(bk.salt.len() + 1 + value.len());
-    key.push_str(&bk.salt);
-    key.push('/');
-    key.push_str(&value);
-    let hash = i64::from(murmur3_x86_32(key.as_bytes(), 0));
+    let hash = i64::from(hash_key(bk.salt.as_bytes(), value.as_bytes()));
     let (alloc_value, dist_value) = (hash % 100, hash / 100);
     let bad_range = || EvaluationError::InvalidRange {
         flag: flag.key.to_string(),
@@ -656,6 +748,7 @@ fn bucket(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::amplitude::engine::parse_flags;
 
     #[test]
     fn precomputed_json_matches_fields() {
@@ -689,5 +782,166 @@ mod tests {
                 assert_eq!(lookup(&map, &key), map.get(&key), "size {size} key {key}");
             }
         }
+    }
+
+    /// A realistic deployment: inclusions, a dependency segment, property targeting, a rollout.
+    pub(crate) fn deployment(n: usize) -> CompiledFlags {
+        let flags: Vec<String> = (0..n)
+            .map(|i| {
+                let has_dep = i > 0 && i % 5 == 0;
+                let deps = if has_dep { format!(r#"["flag-{}"]"#, i - 1) } else { "[]".to_string() };
+                let dep_segment = if has_dep {
+                    format!(
+                        r#"{{"conditions":[[{{"selector":["result","flag-{}","key"],"op":"is","values":["never"]}}]],
+                        "variant":"off","metadata":{{"segmentName":"flag-dependencies"}}}},"#,
+                        i - 1
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    r#"{{"key":"flag-{i}","dependencies":{deps},
+                    "metadata":{{"deployed":true,"evaluationMode":"local","flagType":"release","flagVersion":{i}}},
+                    "variants":{{"on":{{"key":"on","value":"on"}},"off":{{"key":"off","metadata":{{"default":true}}}}}},
+                    "segments":[{dep_segment}
+                      {{"conditions":[[{{"selector":["context","user","user_id"],"op":"is","values":["u1","u2","u3"]}}]],
+                        "variant":"on","metadata":{{"segmentName":"individual-inclusions"}}}},
+                      {{"conditions":[[{{"selector":["context","user","country"],"op":"is","values":["DE","FR"]}},
+                        {{"selector":["context","user","user_properties","plan"],"op":"contains","values":["pro"]}}],
+                        [{{"selector":["context","user","version"],"op":"version greater or equal","values":["2.1.0"]}}],
+                        [{{"selector":["context","user","cohort_ids"],"op":"set contains any","values":["c1","c2"]}}]],
+                        "bucket":{{"selector":["context","user","device_id"],"salt":"s{i}","allocations":[{{"range":[0,50],
+                        "distributions":[{{"variant":"on","range":[0,42949673]}}]}}]}},"variant":"off","metadata":{{"segmentName":"Segment 1"}}}},
+                      {{"bucket":{{"selector":["context","user","device_id"],"salt":"t{i}","allocations":[{{"range":[0,100],
+                        "distributions":[{{"variant":"on","range":[0,21474836]}},{{"variant":"off","range":[21474836,42949673]}}]}}]}},
+                        "metadata":{{"segmentName":"All Other Users"}}}}
+                    ]}}"#
+                )
+            })
+            .collect();
+        CompiledFlags::compile(parse_flags(format!("[{}]", flags.join(",")).as_bytes()).unwrap())
+    }
+
+    /// On-CPU nanoseconds of this thread (Linux schedstat), so a loaded machine does not skew it.
+    fn thread_cpu_ns() -> Option<u64> {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        s.split_whitespace().next()?.parse().ok()
+    }
+
+    const CONTEXT: &str = r#"{"user":{"user_id":"someone","device_id":"d-123456","country":"US","version":"2.0.3",
+        "user_properties":{"plan":"basic","age":31},"cohort_ids":["c9"]},"groups":{}}"#;
+
+    fn one(flags: &str, ctx: &str) -> Result<String, EvaluationError> {
+        let compiled = CompiledFlags::compile(parse_flags(flags.as_bytes()).unwrap());
+        let r = compiled.evaluate(&Value::from_json_slice(ctx.as_bytes()).unwrap(), &[])?;
+        let mut out = Vec::new();
+        r.write_json(&mut out, false);
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn invalid_regex_fails_only_when_reached() {
+        let flags = r#"[{"key":"f","variants":{"on":{"key":"on"}},"segments":[{"conditions":[[
+            {"selector":["context","user","a"],"op":"is","values":["x"]},
+            {"selector":["context","user","a"],"op":"regex match","values":["("]}]],"variant":"on"}]}]"#;
+        assert_eq!(one(flags, r#"{"user":{"a":"y"}}"#).unwrap(), "{}");
+        let err = one(flags, r#"{"user":{"a":"x"}}"#).unwrap_err();
+        assert!(
+            matches!(err, EvaluationError::InvalidRegex { ref flag, ref pattern, .. } if flag == "f" && pattern == "(")
+        );
+    }
+
+    #[test]
+    fn short_range_fails_only_when_reached() {
+        let flags = r#"[{"key":"f","variants":{"on":{"key":"on"}},"segments":[{"bucket":{"selector":["context","id"],
+            "salt":"s","allocations":[{"range":[0],"distributions":[]}]},"variant":"on"}]}]"#;
+        assert_eq!(one(flags, r#"{}"#).unwrap(), r#"{"f":{"key":"on"}}"#);
+        assert!(matches!(
+            one(flags, r#"{"id":"x"}"#),
+            Err(EvaluationError::InvalidRange { .. })
+        ));
+    }
+
+    #[test]
+    fn metadata_merge_and_v1_filter() {
+        let flags = r#"[{"key":"f","metadata":{"a":1,"b":1},"variants":{"off":{"key":"off","metadata":{"default":true,"b":3}}},
+            "segments":[{"metadata":{"a":2,"s":"x"},"variant":"off"}]}]"#;
+        let compiled = CompiledFlags::compile(parse_flags(flags.as_bytes()).unwrap());
+        let r = compiled.evaluate(&Value::Null, &[]).unwrap();
+        let mut out = Vec::new();
+        r.write_json(&mut out, false);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"f":{"key":"off","metadata":{"a":2,"b":3,"s":"x","default":true}}}"#
+        );
+        let mut out = Vec::new();
+        r.write_json(&mut out, true);
+        assert_eq!(out, b"{}");
+    }
+
+    #[test]
+    fn result_selectors_see_merged_metadata_and_value() {
+        let flags = r#"[
+            {"key":"child","dependencies":["parent"],"variants":{"on":{"key":"on"}},"segments":[
+              {"conditions":[[{"selector":["result","parent","metadata","default"],"op":"is","values":["true"]},
+                              {"selector":["result","parent","value","n"],"op":"greater","values":["9"]},
+                              {"selector":["result","parent","payload"],"op":"is","values":["(none)"]}]],"variant":"on"}]},
+            {"key":"parent","variants":{"off":{"key":"off","value":{"n":10},"payload":"p","metadata":{"default":true}}},
+             "segments":[{"variant":"off"}]}]"#;
+        assert_eq!(
+            one(flags, "{}").unwrap(),
+            r#"{"parent":{"key":"off","value":{"n":10},"payload":"p","metadata":{"default":true}},"child":{"key":"on"}}"#
+        );
+    }
+
+    #[test]
+    fn cohort_ids_grouped() {
+        let flags = r#"[{"key":"f","variants":{},"segments":[{"conditions":[[
+            {"selector":["context","user","cohort_ids"],"op":"set contains any","values":["c1","c2"]},
+            {"selector":["context","groups","org","cohort_ids"],"op":"set does not contain any","values":["g1"]},
+            {"selector":["context","user","cohort_ids"],"op":"set contains","values":["ignored"]}]]}]}]"#;
+        let compiled = CompiledFlags::compile(parse_flags(flags.as_bytes()).unwrap());
+        let c = compiled.cohort_ids_by_group_type();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c["User"].iter().collect::<Vec<_>>(), ["c1", "c2"]);
+        assert_eq!(c["org"].iter().collect::<Vec<_>>(), ["g1"]);
+    }
+
+    #[test]
+    fn compiled_flags_are_shareable() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<CompiledFlags>();
+        assert_send_sync::<EvaluationResults>();
+        assert!(CompiledFlags::default().is_empty());
+    }
+
+    #[test]
+    fn deployment_evaluates_every_flag() {
+        let compiled = deployment(50);
+        let ctx = Value::from_json_slice(CONTEXT.as_bytes()).unwrap();
+        let r = compiled.evaluate(&ctx, &[]).unwrap();
+        assert_eq!(r.len(), 50);
+        let sub = compiled.evaluate(&ctx, &["flag-10".to_string()]).unwrap();
+        let keys: Vec<&str> = sub.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["flag-9", "flag-10"]);
+    }
+
+    /// `cargo test --release --lib amplitude::engine::eval::tests::perf -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn perf_50_flags() {
+        let compiled = deployment(50);
+        let ctx = Value::from_json_slice(CONTEXT.as_bytes()).unwrap();
+        let iterations = 50_000u32;
+        let cpu0 = thread_cpu_ns();
+        let start = std::time::Instant::now();
+        for _ in 0..iterations {
+            std::hint::black_box(compiled.evaluate(std::hint::black_box(&ctx), &[]).unwrap());
+        }
+        let per = start.elapsed() / iterations;
+        let cpu = cpu0
+            .zip(thread_cpu_ns())
+            .map(|(a, b)| (b - a) / u64::from(iterations));
+        println!("evaluate 50 flags: wall {per:?}/call, on-CPU {cpu:?} ns/call");
     }
 }

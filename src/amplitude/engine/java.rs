@@ -385,6 +385,17 @@ mod tests {
     }
 
     #[test]
+    fn boolean_like_follows_java_equals_ignore_case() {
+        assert!(is_boolean_like("TRUE"));
+        assert!(is_boolean_like("falſe"));
+        assert!(!is_boolean_like("yes"));
+        assert_eq!(compare_utf16("\u{ffff}", "\u{10000}"), Ordering::Greater);
+        assert_eq!(compare_doubles(-0.0, 0.0), Ordering::Less);
+        assert_eq!(compare_doubles(f64::NAN, f64::INFINITY), Ordering::Greater);
+        assert_eq!(compare_doubles(f64::NAN, -f64::NAN), Ordering::Equal);
+    }
+
+    #[test]
     fn kx_reader() {
         assert_eq!(kx_parse_long("1e3"), Some(1000));
         assert_eq!(kx_parse_long("10e-1"), Some(1));

@@ -53,6 +53,17 @@ impl<'a> Node<'a> {
 
 /// Parses one complete JSON document (surrounding whitespace allowed).
 pub fn parse(bytes: &[u8]) -> Result<Node<'_>, JsonError> {
+    parse_with(bytes, false)
+}
+
+/// Parses with kotlinx's lenient extras used by `coerceStringList` (spec §4.2): unquoted tokens
+/// (values and object keys) are accepted and returned as [`Node::Number`] with their raw text, to be
+/// classified by the caller (booleans ignoring case, `null`, numbers, anything else null).
+pub fn parse_lenient(bytes: &[u8]) -> Result<Node<'_>, JsonError> {
+    parse_with(bytes, true)
+}
+
+fn parse_with(bytes: &[u8], lenient: bool) -> Result<Node<'_>, JsonError> {
     let text = std::str::from_utf8(bytes).map_err(|e| JsonError {
         offset: e.valid_up_to(),
         message: "input is not UTF-8",
@@ -61,6 +72,7 @@ pub fn parse(bytes: &[u8]) -> Result<Node<'_>, JsonError> {
         s: text,
         b: bytes,
         i: 0,
+        lenient,
     };
     r.ws();
     let node = r.value(0)?;
@@ -75,6 +87,7 @@ struct Reader<'a> {
     s: &'a str,
     b: &'a [u8],
     i: usize,
+    lenient: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -97,6 +110,7 @@ impl<'a> Reader<'a> {
             Some(b'{') => self.object(depth + 1),
             Some(b'[') => self.array(depth + 1),
             Some(b'"') => Ok(Node::Str(self.string()?)),
+            Some(_) if self.lenient => self.unquoted().map(Node::Number),
             Some(b't') => self.word("true", Node::Bool(true)),
             Some(b'f') => self.word("false", Node::Bool(false)),
             Some(b'n') => self.word("null", Node::Null),
@@ -112,6 +126,23 @@ impl<'a> Reader<'a> {
         } else {
             Err(self.err("invalid literal"))
         }
+    }
+
+    /// A lenient unquoted token: everything up to whitespace or a structural character.
+    fn unquoted(&mut self) -> Result<&'a str, JsonError> {
+        let start = self.i;
+        while self.i < self.b.len()
+            && !matches!(
+                self.b[self.i],
+                b' ' | b'\t' | b'\n' | b'\r' | b',' | b':' | b'{' | b'}' | b'[' | b']' | b'"'
+            )
+        {
+            self.i += 1;
+        }
+        if self.i == start {
+            return Err(self.err("unexpected character"));
+        }
+        Ok(&self.s[start..self.i])
     }
 
     fn number(&mut self) -> Node<'a> {
@@ -166,10 +197,11 @@ impl<'a> Reader<'a> {
         }
         loop {
             self.ws();
-            if self.b.get(self.i) != Some(&b'"') {
-                return Err(self.err("expected object key"));
-            }
-            let key = self.string()?;
+            let key = match self.b.get(self.i) {
+                Some(b'"') => self.string()?,
+                Some(_) if self.lenient => Cow::Borrowed(self.unquoted()?),
+                _ => return Err(self.err("expected object key")),
+            };
             self.ws();
             if self.b.get(self.i) != Some(&b':') {
                 return Err(self.err("expected ':'"));

@@ -64,33 +64,40 @@ impl Flag {
 }
 
 /// A variant (spec §2.3).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Variant {
     /// Variant key as returned in results.
     pub key: String,
     /// Value (JSON null is `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<Value>,
     /// Payload (JSON null is `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<Value>,
     /// Metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<IndexMap<String, Value>>,
 }
 
 /// A segment (spec §2.4).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Segment {
     /// Optional bucketing.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bucket: Option<Bucket>,
     /// OR of ANDs; `None` always matches, `[]` never.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub conditions: Option<Vec<Vec<Condition>>>,
     /// Default variant key.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     /// Segment metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<IndexMap<String, Value>>,
 }
 
 /// A condition (spec §2.5).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Condition {
     /// Path into the target.
     pub selector: Vec<String>,
@@ -101,7 +108,7 @@ pub struct Condition {
 }
 
 /// Bucketing config (spec §2.6).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Bucket {
     /// Path to the bucketing value.
     pub selector: Vec<String>,
@@ -112,7 +119,7 @@ pub struct Bucket {
 }
 
 /// An allocation (spec §2.7).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Allocation {
     /// `[start, end)` over `hash % 100`; fewer than 2 elements is a runtime error when reached.
     pub range: Vec<i32>,
@@ -121,7 +128,7 @@ pub struct Allocation {
 }
 
 /// A distribution (spec §2.8).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Distribution {
     /// Variant map key.
     pub variant: String,

@@ -22,7 +22,11 @@ impl JavaRegex {
     pub fn new(pattern: &str) -> Result<JavaRegex, String> {
         let translated = translate(pattern)?;
         let wrapped = format!(r"\A(?:{translated})\z");
-        match regex::Regex::new(&wrapped) {
+        // Generous size limit: configs sometimes hold long alternations of ids.
+        let fast = regex::RegexBuilder::new(&wrapped)
+            .size_limit(64 << 20)
+            .build();
+        match fast {
             Ok(r) => Ok(JavaRegex::Fast(r)),
             Err(fast_err) => match fancy_regex::Regex::new(&wrapped) {
                 Ok(r) => Ok(JavaRegex::Fancy(Box::new(r))),
@@ -43,6 +47,28 @@ impl JavaRegex {
 
 const DOT: &str = r"[^\n\r\x{85}\x{2028}\x{2029}]";
 const SPACE_CHARS: &str = r"\t\n\x0B\f\r ";
+const HORIZONTAL: &str = r" \t\xA0\x{1680}\x{180e}\x{2000}-\x{200a}\x{202f}\x{205f}\x{3000}";
+const VERTICAL: &str = r"\n\x0B\f\r\x{85}\x{2028}\x{2029}";
+
+/// Java's POSIX (US-ASCII) property classes mapped to Rust's ASCII class names.
+fn posix_class(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "Lower" => "lower",
+        "Upper" => "upper",
+        "ASCII" => "ascii",
+        "Alpha" => "alpha",
+        "Digit" => "digit",
+        "Alnum" => "alnum",
+        "Punct" => "punct",
+        "Graph" => "graph",
+        "Print" => "print",
+        "Blank" => "blank",
+        "Cntrl" => "cntrl",
+        "XDigit" => "xdigit",
+        "Space" => "space",
+        _ => return None,
+    })
+}
 
 fn translate(p: &str) -> Result<String, String> {
     let mut out = String::with_capacity(p.len() + 16);
@@ -117,6 +143,45 @@ fn translate_escape(n: char, in_class: bool, chars: &[char], i: &mut usize, out:
             out.push(n);
         }
         'Z' => out.push_str(r"\z"),
+        'h' | 'H' | 'v' | 'V' => {
+            let set = if n.eq_ignore_ascii_case(&'h') {
+                HORIZONTAL
+            } else {
+                VERTICAL
+            };
+            match (in_class, n.is_ascii_uppercase()) {
+                (true, false) => out.push_str(set),
+                (false, false) => {
+                    out.push('[');
+                    out.push_str(set);
+                    out.push(']');
+                }
+                (_, true) => {
+                    out.push_str("[^");
+                    out.push_str(set);
+                    out.push(']');
+                }
+            }
+        }
+        'p' | 'P' if chars.get(*i) == Some(&'{') => {
+            let end = chars[*i..].iter().position(|c| *c == '}').map(|p| *i + p);
+            let name: Option<String> = end.map(|e| chars[*i + 1..e].iter().collect());
+            match (end, name.as_deref().and_then(posix_class)) {
+                (Some(e), Some(class)) => {
+                    *i = e + 1;
+                    let neg = if n == 'P' { "^" } else { "" };
+                    if in_class {
+                        out.push_str(&format!("[:{neg}{class}:]"));
+                    } else {
+                        out.push_str(&format!("[[:{neg}{class}:]]"));
+                    }
+                }
+                _ => {
+                    out.push('\\');
+                    out.push(n);
+                }
+            }
+        }
         'Q' => {
             while *i < chars.len() {
                 if chars[*i] == '\\' && chars.get(*i + 1) == Some(&'E') {
@@ -163,5 +228,8 @@ mod tests {
         assert!(m(r"\<", "<"));
         assert!(m(r"[a-c&&[b]]", "b"));
         assert!(JavaRegex::new("(").is_err());
+        assert!(m(r"\p{Alpha}+\P{Digit}", "abc!"));
+        assert!(m(r"[\p{Digit}x]+", "1x2"));
+        assert!(m(r"a\hb", "a b"));
     }
 }

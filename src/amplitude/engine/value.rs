@@ -41,6 +41,10 @@ impl Value {
     /// Parses JSON text, classifying number tokens from their raw text exactly as spec §3
     /// (`1e3` → `Int(1000)`, `10e-1` → `Int(1)`, `13.0` → `Double`, `9223372036854775808` → `Double`,
     /// and the kotlinx 20-digit wrap quirk). Nesting deeper than 128 levels is rejected.
+    ///
+    /// Uses the crate's own small reader rather than serde_json: serde_json only exposes raw number
+    /// text through its global `arbitrary_precision` feature, which would break untagged/figment
+    /// deserialisation elsewhere in the crate.
     pub fn from_json_slice(bytes: &[u8]) -> Result<Value, JsonError> {
         let node = json::parse(bytes)?;
         Value::from_node(&node)
@@ -189,40 +193,66 @@ pub fn coerce_string_list(v: &Value) -> Option<Vec<String>> {
     }
 }
 
-/// The string branch of `coerceStringList`: `None` unless `s` starts with `[` and is one JSON array.
+/// The string branch of `coerceStringList`: `None` unless `s` starts with `[` and is one JSON array
+/// (kotlinx lenient syntax: unquoted tokens are classified per spec §3, unknown words become null).
 pub fn parse_string_list(s: &str) -> Option<Vec<String>> {
     if !s.starts_with('[') {
         return None;
     }
-    {
-        {
-            let node = json::parse(s.as_bytes()).ok()?;
-            let Node::Array(items) = node else {
-                return None;
-            };
-            let mut out: Vec<String> = Vec::with_capacity(items.len());
-            for n in &items {
-                // Unquoted words (lenient) become null upstream; our reader rejects them, so parse fails.
-                let v = Value::from_node(n).unwrap_or(Value::Null);
-                if let Some(s) = coerce_string(&v) {
-                    if !out.iter().any(|e| *e == s) {
-                        out.push(s.into_owned());
-                    }
-                }
+    let Node::Array(items) = json::parse_lenient(s.as_bytes()).ok()? else {
+        return None;
+    };
+    let values: Vec<Value> = items.iter().map(lenient_value).collect();
+    Some(strings_of(&values))
+}
+
+/// Converts a lenient tree: unquoted tokens are classified as kotlinx does (spec §3 steps 1–6).
+fn lenient_value(node: &Node<'_>) -> Value {
+    match node {
+        Node::Number(t) => {
+            if t.eq_ignore_ascii_case("true") {
+                Value::Bool(true)
+            } else if t.eq_ignore_ascii_case("false") {
+                Value::Bool(false)
+            } else {
+                classify_number(t).unwrap_or(Value::Null)
             }
-            Some(out)
         }
+        Node::Array(items) => Value::Array(items.iter().map(lenient_value).collect()),
+        Node::Object(entries) => {
+            let mut map = IndexMap::with_capacity(entries.len());
+            for (k, v) in entries {
+                map.insert(k.to_string(), lenient_value(v));
+            }
+            Value::Object(map)
+        }
+        other => Value::from_node(other).unwrap_or(Value::Null),
     }
 }
 
+/// Coerces elements to strings, dropping nulls and duplicates (first-seen order kept).
 fn strings_of(items: &[Value]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(items.len());
+    let mut seen: Option<std::collections::HashSet<String>> = None;
     for v in items {
-        if let Some(s) = coerce_string(v) {
-            if !out.iter().any(|e| *e == s) {
-                out.push(s.into_owned());
-            }
+        let Some(s) = coerce_string(v) else {
+            continue;
+        };
+        let dup = match &seen {
+            Some(set) => set.contains(s.as_ref()),
+            None => out.iter().any(|e| *e == s),
+        };
+        if dup {
+            continue;
         }
+        if let Some(set) = &mut seen {
+            set.insert(s.to_string());
+        } else if out.len() >= 16 {
+            let mut set: std::collections::HashSet<String> = out.iter().cloned().collect();
+            set.insert(s.to_string());
+            seen = Some(set);
+        }
+        out.push(s.into_owned());
     }
     out
 }
@@ -323,5 +353,12 @@ mod tests {
         assert_eq!(l("[null,\"a\"]"), Some(vec!["a".to_string()]));
         assert_eq!(l("[\"a\",]"), None);
         assert_eq!(l(" [1]"), None);
+        assert_eq!(
+            l("[a, \"b\", TRUE, NaN]"),
+            Some(vec!["b".to_string(), "true".to_string(), "NaN".to_string()])
+        );
+        let many: Vec<String> = (0..40).map(|i| (i % 20).to_string()).collect();
+        let arr = Value::Array(many.iter().map(|s| Value::String(s.clone())).collect());
+        assert_eq!(coerce_string_list(&arr).map(|v| v.len()), Some(20));
     }
 }

@@ -1,0 +1,1258 @@
+//! One contract, two stores: every test in `contract` runs against [`MemoryStore`] and against
+//! [`RedisStore`] on a throwaway `redis-server`; `redis_only` covers what only Redis has
+//! (pub/sub between replicas, reconnection, migrations, ACL URLs).
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use evaluation_proxy::store::{
+    new_token, Change, CohortChange, CohortDescription, CohortWrite, RedisSettings, RedisStore,
+    Store, StoreError,
+};
+use redis_server::RedisServer;
+use tokio::sync::broadcast;
+
+fn settings(server: &RedisServer, prefix: &str) -> RedisSettings {
+    RedisSettings {
+        prefix: prefix.to_owned(),
+        connection_timeout: Duration::from_secs(2),
+        command_timeout: Duration::from_secs(2),
+        pool_size: 4,
+        ..RedisSettings::new(server.url())
+    }
+}
+
+async fn redis_store(server: &RedisServer) -> RedisStore {
+    RedisStore::connect(&settings(server, "test"))
+        .await
+        .unwrap()
+}
+
+/// Waits up to `within` for the next message.
+async fn next<T: Clone>(rx: &mut broadcast::Receiver<T>, within: Duration) -> T {
+    tokio::time::timeout(within, rx.recv())
+        .await
+        .expect("a change signal in time")
+        .expect("an open channel")
+}
+
+/// Asserts nothing arrives for a short while.
+async fn nothing<T: Clone + std::fmt::Debug>(rx: &mut broadcast::Receiver<T>) {
+    if let Ok(Ok(extra)) = tokio::time::timeout(Duration::from_millis(150), rx.recv()).await {
+        panic!("unexpected change signal {extra:?}");
+    }
+}
+
+fn cohort(id: &str, group_type: &str, size: u64, last_modified: i64) -> CohortDescription {
+    CohortDescription {
+        cohort_id: id.to_owned(),
+        group_type: group_type.to_owned(),
+        size,
+        last_modified,
+    }
+}
+
+fn members(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Generates one `#[tokio::test]` per contract function, for each store.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::contract::$name(&evaluation_proxy::store::MemoryStore::new()).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let server = super::RedisServer::start();
+                    let store = super::redis_store(&server).await;
+                    super::contract::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    flags_versions_and_change_signal,
+    flags_are_listed_and_kept_apart_per_deployment,
+    cohort_first_write_indexes_members_and_stores_blob,
+    cohort_diff_updates_the_index,
+    cohort_becoming_empty_clears_its_index_entries,
+    cohort_group_type_change_moves_index_entries,
+    stale_cohort_write_is_ignored,
+    removed_cohort_leaves_nothing_behind,
+    large_cohort_crosses_batches,
+    cohort_changes_are_signalled,
+    awkward_identifiers_are_kept_apart,
+    dedup_claims_in_batches,
+    dedup_claims_expire,
+    lease_is_exclusive_and_expires,
+    lease_renew_and_release_need_the_token,
+);
+
+mod contract {
+    use super::*;
+
+    pub async fn flags_versions_and_change_signal(store: &dyn Store) {
+        let mut changes = store.subscribe();
+        assert_eq!(
+            store
+                .put_flags("d", Bytes::from_static(b"[]"))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .put_flags("d", Bytes::from_static(b"[]"))
+                .await
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .put_flags("d", Bytes::from_static(b"[1]"))
+                .await
+                .unwrap(),
+            2
+        );
+        let v1 = Change::Flags {
+            deployment: "d".into(),
+            version: 1,
+        };
+        let v2 = Change::Flags {
+            deployment: "d".into(),
+            version: 2,
+        };
+        assert_eq!(next(&mut changes, SECOND).await, v1);
+        assert_eq!(next(&mut changes, SECOND).await, v2);
+        let stored = store.get_flags("d").await.unwrap().unwrap();
+        assert_eq!(
+            (stored.version, stored.json),
+            (2, Bytes::from_static(b"[1]"))
+        );
+        assert_eq!(store.get_flags("other").await.unwrap(), None);
+        store.remove_deployment("d").await.unwrap();
+        store.remove_deployment("d").await.unwrap();
+        assert_eq!(store.get_flags("d").await.unwrap(), None);
+        let removed = Change::DeploymentRemoved {
+            deployment: "d".into(),
+        };
+        assert_eq!(next(&mut changes, SECOND).await, removed);
+        nothing(&mut changes).await;
+    }
+
+    pub async fn flags_are_listed_and_kept_apart_per_deployment(store: &dyn Store) {
+        store
+            .put_flags("b", Bytes::from_static(b"[2]"))
+            .await
+            .unwrap();
+        store
+            .put_flags("a", Bytes::from_static(b"[1]"))
+            .await
+            .unwrap();
+        store
+            .put_flags("a", Bytes::from_static(b"[1,1]"))
+            .await
+            .unwrap();
+        let listed = store.list_deployments().await.unwrap();
+        assert_eq!(listed, vec![("a".to_owned(), 2), ("b".to_owned(), 1)]);
+        assert_eq!(
+            store.get_flags("b").await.unwrap().unwrap().json,
+            Bytes::from_static(b"[2]")
+        );
+        store.remove_deployment("a").await.unwrap();
+        assert_eq!(
+            store.list_deployments().await.unwrap(),
+            vec![("b".to_owned(), 1)]
+        );
+    }
+
+    pub async fn cohort_first_write_indexes_members_and_stores_blob(store: &dyn Store) {
+        let c1 = cohort("c1", "User", 2, 100);
+        let written = store
+            .put_cohort(
+                &c1,
+                &members(&["u1", "u2", "u1"]),
+                Bytes::from_static(b"blob-100"),
+            )
+            .await;
+        assert_eq!(
+            written.unwrap(),
+            CohortWrite::Written {
+                added: 2,
+                removed: 0
+            }
+        );
+        assert_eq!(store.get_cohort("c1").await.unwrap(), Some(c1.clone()));
+        assert_eq!(store.get_cohort("nope").await.unwrap(), None);
+        assert_eq!(
+            store.get_cohort_members("c1").await.unwrap(),
+            Some(members(&["u1", "u2"]))
+        );
+        assert_eq!(store.get_cohort_members("nope").await.unwrap(), None);
+        assert_eq!(
+            store.get_memberships("User", "u1").await.unwrap(),
+            members(&["c1"])
+        );
+        assert_eq!(
+            store.get_memberships("User", "u3").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            store.get_memberships("org", "u1").await.unwrap(),
+            Vec::<String>::new()
+        );
+        let blob = store.get_cohort_blob("c1").await.unwrap().unwrap();
+        assert_eq!(
+            (blob.description, blob.blob),
+            (c1.clone(), Bytes::from_static(b"blob-100"))
+        );
+        assert_eq!(store.get_cohort_blob("nope").await.unwrap(), None);
+        let c2 = cohort("c2", "User", 1, 5);
+        store
+            .put_cohort(&c2, &members(&["u1"]), Bytes::from_static(b"b2"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_memberships("User", "u1").await.unwrap(),
+            members(&["c1", "c2"])
+        );
+        assert_eq!(store.list_cohorts().await.unwrap(), vec![c1, c2]);
+    }
+
+    pub async fn cohort_diff_updates_the_index(store: &dyn Store) {
+        store
+            .put_cohort(
+                &cohort("c", "User", 3, 1),
+                &members(&["a", "b", "c"]),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        let next_version = cohort("c", "User", 3, 2);
+        let written = store
+            .put_cohort(
+                &next_version,
+                &members(&["b", "c", "d"]),
+                Bytes::from_static(b"v2"),
+            )
+            .await;
+        assert_eq!(
+            written.unwrap(),
+            CohortWrite::Written {
+                added: 1,
+                removed: 1
+            }
+        );
+        assert_eq!(
+            store.get_memberships("User", "a").await.unwrap(),
+            Vec::<String>::new()
+        );
+        for member in ["b", "c", "d"] {
+            assert_eq!(
+                store.get_memberships("User", member).await.unwrap(),
+                members(&["c"]),
+                "{member}"
+            );
+        }
+        assert_eq!(
+            store.get_cohort_members("c").await.unwrap(),
+            Some(members(&["b", "c", "d"]))
+        );
+        assert_eq!(
+            store.get_cohort_blob("c").await.unwrap().unwrap().blob,
+            Bytes::from_static(b"v2")
+        );
+        assert_eq!(store.get_cohort("c").await.unwrap(), Some(next_version));
+    }
+
+    pub async fn cohort_becoming_empty_clears_its_index_entries(store: &dyn Store) {
+        store
+            .put_cohort(
+                &cohort("c", "User", 2, 1),
+                &members(&["a", "b"]),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        let empty = cohort("c", "User", 0, 2);
+        let written = store
+            .put_cohort(&empty, &[], Bytes::from_static(b"empty"))
+            .await
+            .unwrap();
+        assert_eq!(
+            written,
+            CohortWrite::Written {
+                added: 0,
+                removed: 2
+            }
+        );
+        assert_eq!(
+            store.get_memberships("User", "a").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            store.get_memberships("User", "b").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(store.get_cohort_members("c").await.unwrap(), Some(vec![]));
+        let blob = store.get_cohort_blob("c").await.unwrap().unwrap();
+        assert_eq!(
+            (blob.description, blob.blob),
+            (empty, Bytes::from_static(b"empty"))
+        );
+        // And back from empty.
+        store
+            .put_cohort(&cohort("c", "User", 1, 3), &members(&["b"]), Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_memberships("User", "b").await.unwrap(),
+            members(&["c"])
+        );
+    }
+
+    pub async fn cohort_group_type_change_moves_index_entries(store: &dyn Store) {
+        store
+            .put_cohort(
+                &cohort("c", "User", 2, 1),
+                &members(&["a", "b"]),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        let written = store
+            .put_cohort(
+                &cohort("c", "org name", 2, 2),
+                &members(&["b", "x"]),
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(
+            written.unwrap(),
+            CohortWrite::Written {
+                added: 2,
+                removed: 2
+            }
+        );
+        assert_eq!(
+            store.get_memberships("User", "a").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            store.get_memberships("User", "b").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            store.get_memberships("org name", "b").await.unwrap(),
+            members(&["c"])
+        );
+        assert_eq!(
+            store.get_memberships("org name", "x").await.unwrap(),
+            members(&["c"])
+        );
+    }
+
+    pub async fn stale_cohort_write_is_ignored(store: &dyn Store) {
+        let current = cohort("c", "User", 1, 10);
+        store
+            .put_cohort(&current, &members(&["a"]), Bytes::from_static(b"10"))
+            .await
+            .unwrap();
+        for last_modified in [10, 9] {
+            let older = cohort("c", "User", 1, last_modified);
+            let written = store
+                .put_cohort(&older, &members(&["z"]), Bytes::from_static(b"old"))
+                .await
+                .unwrap();
+            assert_eq!(
+                written,
+                CohortWrite::Stale {
+                    stored: current.clone()
+                }
+            );
+        }
+        assert_eq!(
+            store.get_memberships("User", "z").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            store.get_cohort_blob("c").await.unwrap().unwrap().blob,
+            Bytes::from_static(b"10")
+        );
+    }
+
+    pub async fn removed_cohort_leaves_nothing_behind(store: &dyn Store) {
+        store
+            .put_cohort(
+                &cohort("c", "User", 2, 1),
+                &members(&["a", "b"]),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        store
+            .put_cohort(&cohort("k", "User", 1, 1), &members(&["a"]), Bytes::new())
+            .await
+            .unwrap();
+        store.remove_cohort("c").await.unwrap();
+        store.remove_cohort("c").await.unwrap();
+        assert_eq!(store.get_cohort("c").await.unwrap(), None);
+        assert_eq!(store.get_cohort_blob("c").await.unwrap(), None);
+        assert_eq!(store.get_cohort_members("c").await.unwrap(), None);
+        assert_eq!(
+            store.get_memberships("User", "a").await.unwrap(),
+            members(&["k"])
+        );
+        assert_eq!(
+            store.get_memberships("User", "b").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            store.list_cohorts().await.unwrap(),
+            vec![cohort("k", "User", 1, 1)]
+        );
+        // A removed cohort can come back at any version.
+        store
+            .put_cohort(&cohort("c", "User", 1, 1), &members(&["b"]), Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_memberships("User", "b").await.unwrap(),
+            members(&["c"])
+        );
+    }
+
+    pub async fn large_cohort_crosses_batches(store: &dyn Store) {
+        let first: Vec<String> = (0..2500).map(|i| format!("user-{i}")).collect();
+        store
+            .put_cohort(&cohort("big", "User", 2500, 1), &first, Bytes::new())
+            .await
+            .unwrap();
+        let second: Vec<String> = (1200..3700).map(|i| format!("user-{i}")).collect();
+        let written = store
+            .put_cohort(&cohort("big", "User", 2500, 2), &second, Bytes::new())
+            .await;
+        assert_eq!(
+            written.unwrap(),
+            CohortWrite::Written {
+                added: 1200,
+                removed: 1200
+            }
+        );
+        let stored = store.get_cohort_members("big").await.unwrap().unwrap();
+        assert_eq!(stored.len(), 2500);
+        for (member, expected) in [
+            ("user-0", 0),
+            ("user-1199", 0),
+            ("user-1200", 1),
+            ("user-3699", 1),
+        ] {
+            assert_eq!(
+                store.get_memberships("User", member).await.unwrap().len(),
+                expected,
+                "{member}"
+            );
+        }
+    }
+
+    pub async fn cohort_changes_are_signalled(store: &dyn Store) {
+        let mut changes = store.subscribe_cohorts();
+        store
+            .put_cohort(&cohort("c", "User", 1, 7), &members(&["a"]), Bytes::new())
+            .await
+            .unwrap();
+        store
+            .put_cohort(&cohort("c", "User", 1, 7), &members(&["a"]), Bytes::new())
+            .await
+            .unwrap();
+        store.remove_cohort("c").await.unwrap();
+        let updated = CohortChange::Updated {
+            cohort_id: "c".into(),
+            last_modified: 7,
+        };
+        assert_eq!(next(&mut changes, SECOND).await, updated);
+        assert_eq!(
+            next(&mut changes, SECOND).await,
+            CohortChange::Removed {
+                cohort_id: "c".into()
+            }
+        );
+        nothing(&mut changes).await;
+    }
+
+    pub async fn awkward_identifiers_are_kept_apart(store: &dyn Store) {
+        // Separators and hash-tag braces in ids must neither collide nor break the layout.
+        store
+            .put_flags("a:b", Bytes::from_static(b"[1]"))
+            .await
+            .unwrap();
+        store
+            .put_flags("a", Bytes::from_static(b"[2]"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_flags("a:b").await.unwrap().unwrap().json,
+            Bytes::from_static(b"[1]")
+        );
+        store
+            .put_cohort(&cohort("{x}", "a:b", 1, 1), &members(&["c"]), Bytes::new())
+            .await
+            .unwrap();
+        store
+            .put_cohort(&cohort("y", "a", 1, 1), &members(&["b:c"]), Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_memberships("a:b", "c").await.unwrap(),
+            members(&["{x}"])
+        );
+        assert_eq!(
+            store.get_memberships("a", "b:c").await.unwrap(),
+            members(&["y"])
+        );
+        assert_eq!(
+            store.get_cohort_members("{x}").await.unwrap(),
+            Some(members(&["c"]))
+        );
+    }
+
+    pub async fn dedup_claims_in_batches(store: &dyn Store) {
+        let day = Duration::from_secs(86_400);
+        let keys: Vec<String> = (0..2500)
+            .map(|i| format!("user device flag-{i} on "))
+            .collect();
+        assert!(store.claim(&keys, day).await.unwrap().iter().all(|c| *c));
+        assert!(store.claim(&keys, day).await.unwrap().iter().all(|c| !*c));
+        let mixed = vec!["new".to_owned(), keys[7].clone(), "new".to_owned()];
+        assert_eq!(
+            store.claim(&mixed, day).await.unwrap(),
+            vec![true, false, false]
+        );
+        assert_eq!(store.claim(&[], day).await.unwrap(), Vec::<bool>::new());
+    }
+
+    pub async fn dedup_claims_expire(store: &dyn Store) {
+        let keys = vec!["short".to_owned(), "long".to_owned()];
+        store
+            .claim(&keys[..1], Duration::from_millis(200))
+            .await
+            .unwrap();
+        store
+            .claim(&keys[1..], Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim(&keys, Duration::from_secs(60)).await.unwrap(),
+            vec![false, false]
+        );
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(
+            store.claim(&keys, Duration::from_secs(60)).await.unwrap(),
+            vec![true, false]
+        );
+    }
+
+    pub async fn lease_is_exclusive_and_expires(store: &dyn Store) {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        let ttl = Duration::from_millis(300);
+        assert!(store.try_acquire("sync:p1", &a, ttl).await.unwrap());
+        assert!(!store.try_acquire("sync:p1", &b, ttl).await.unwrap());
+        assert!(
+            store.try_acquire("sync:p1", &a, ttl).await.unwrap(),
+            "the holder may re-acquire"
+        );
+        assert!(
+            store.try_acquire("sync:p2", &b, ttl).await.unwrap(),
+            "leases are per name"
+        );
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert!(
+            store.try_acquire("sync:p1", &b, ttl).await.unwrap(),
+            "an expired lease is free"
+        );
+        assert!(
+            !store.renew("sync:p1", &a, ttl).await.unwrap(),
+            "the old holder lost it"
+        );
+    }
+
+    pub async fn lease_renew_and_release_need_the_token(store: &dyn Store) {
+        let (a, b) = (new_token(), new_token());
+        let ttl = Duration::from_millis(300);
+        assert!(store.try_acquire("lease", &a, ttl).await.unwrap());
+        assert!(!store.renew("lease", &b, ttl).await.unwrap());
+        assert!(!store.release("lease", &b).await.unwrap());
+        assert!(
+            !store.try_acquire("lease", &b, ttl).await.unwrap(),
+            "a wrong-token release changed nothing"
+        );
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            assert!(store.renew("lease", &a, ttl).await.unwrap());
+        }
+        assert!(
+            !store.try_acquire("lease", &b, ttl).await.unwrap(),
+            "renewals kept it past its first ttl"
+        );
+        assert!(store.release("lease", &a).await.unwrap());
+        assert!(!store.release("lease", &a).await.unwrap());
+        assert!(!store.renew("lease", &a, ttl).await.unwrap());
+        assert!(store.try_acquire("lease", &b, ttl).await.unwrap());
+    }
+}
+
+mod redis_only {
+    use super::*;
+
+    use ::redis::AsyncCommands;
+
+    async fn raw(server: &RedisServer) -> ::redis::aio::MultiplexedConnection {
+        let client = ::redis::Client::open(server.url()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn changes_reach_another_replica_within_a_second() {
+        let server = RedisServer::start();
+        let writer = redis_store(&server).await;
+        let follower = redis_store(&server).await;
+        let mut flags = follower.subscribe();
+        let mut cohorts = follower.subscribe_cohorts();
+        writer
+            .put_flags("d", Bytes::from_static(b"[1]"))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut flags, SECOND).await,
+            Change::Flags {
+                deployment: "d".into(),
+                version: 1
+            }
+        );
+        writer
+            .put_flags("d", Bytes::from_static(b"[2]"))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut flags, SECOND).await,
+            Change::Flags {
+                deployment: "d".into(),
+                version: 2
+            }
+        );
+        writer.remove_deployment("d").await.unwrap();
+        assert_eq!(
+            next(&mut flags, SECOND).await,
+            Change::DeploymentRemoved {
+                deployment: "d".into()
+            }
+        );
+        writer
+            .put_cohort(&cohort("c", "User", 1, 3), &members(&["a"]), Bytes::new())
+            .await
+            .unwrap();
+        let updated = CohortChange::Updated {
+            cohort_id: "c".into(),
+            last_modified: 3,
+        };
+        assert_eq!(next(&mut cohorts, SECOND).await, updated);
+        writer.remove_cohort("c").await.unwrap();
+        assert_eq!(
+            next(&mut cohorts, SECOND).await,
+            CohortChange::Removed {
+                cohort_id: "c".into()
+            }
+        );
+        nothing(&mut flags).await;
+        assert_eq!(follower.get_flags("d").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_starting_replica_learns_what_is_stored() {
+        let server = RedisServer::start();
+        let writer = redis_store(&server).await;
+        writer
+            .put_flags("d", Bytes::from_static(b"[1]"))
+            .await
+            .unwrap();
+        let follower = redis_store(&server).await;
+        assert_eq!(
+            follower.list_deployments().await.unwrap(),
+            vec![("d".to_owned(), 1)]
+        );
+        assert_eq!(follower.get_flags("d").await.unwrap().unwrap().version, 1);
+    }
+
+    #[tokio::test]
+    async fn reconnects_and_catches_up_after_a_server_restart() {
+        let mut server = RedisServer::start();
+        let store = redis_store(&server).await;
+        let follower = redis_store(&server).await;
+        let mut changes = follower.subscribe();
+        store
+            .put_flags("d", Bytes::from_static(b"[1]"))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut changes, SECOND).await,
+            Change::Flags {
+                deployment: "d".into(),
+                version: 1
+            }
+        );
+
+        server.stop();
+        // The first calls find out (within the timeouts); the next ones fail at once.
+        assert!(store.get_flags("d").await.is_err());
+        assert!(store.get_flags("d").await.is_err());
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            assert!(store.get_flags("d").await.is_err());
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_millis(100),
+                "fails fast during an outage: {took:?}"
+            );
+        }
+        server.restart(); // No persistence: the data is gone.
+
+        let mut written = None;
+        for _ in 0..100 {
+            match store.put_flags("e", Bytes::from_static(b"[9]")).await {
+                Ok(version) => {
+                    written = Some(version);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        assert_eq!(written, Some(1), "the pool reconnected");
+        // The follower re-subscribes and catches up: `d` is gone, `e` is new.
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            seen.push(next(&mut changes, Duration::from_secs(10)).await);
+        }
+        assert!(
+            seen.contains(&Change::DeploymentRemoved {
+                deployment: "d".into()
+            }),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains(&Change::Flags {
+                deployment: "e".into(),
+                version: 1
+            }),
+            "{seen:?}"
+        );
+    }
+
+    /// Leaves the traces of a cohort write that died half-way: the pending marker, its staged
+    /// members, one index entry added (`c`) and one removed (`a`, still a stored member).
+    async fn half_written(conn: &mut ::redis::aio::MultiplexedConnection) {
+        let marker = r#"{"groupType":"User","token":"t"}"#;
+        let _: () = conn
+            .set("test:v2:{cohort:c1}:pending", marker)
+            .await
+            .unwrap();
+        let _: () = conn
+            .sadd("test:v2:{cohort:c1}:temp:staged:t", &["b", "c"])
+            .await
+            .unwrap();
+        let _: () = conn.sadd("test:v2:membership:User:c", "c1").await.unwrap();
+        let _: () = conn.srem("test:v2:membership:User:a", "c1").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_next_write_repairs_a_half_done_one() {
+        let server = RedisServer::start();
+        let store = redis_store(&server).await;
+        store
+            .put_cohort(
+                &cohort("c1", "User", 2, 1),
+                &members(&["a", "b"]),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        let mut conn = raw(&server).await;
+        half_written(&mut conn).await;
+        let written = store
+            .put_cohort(
+                &cohort("c1", "User", 2, 2),
+                &members(&["a", "d"]),
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(
+            written.unwrap(),
+            CohortWrite::Written {
+                added: 1,
+                removed: 1
+            }
+        );
+        for (member, expected) in [
+            ("a", vec!["c1"]),
+            ("b", vec![]),
+            ("c", vec![]),
+            ("d", vec!["c1"]),
+        ] {
+            assert_eq!(
+                store.get_memberships("User", member).await.unwrap(),
+                members(&expected),
+                "{member}"
+            );
+        }
+        let mut left: Vec<String> = conn.keys("test:v2:{cohort:c1}:*").await.unwrap();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "test:v2:{cohort:c1}:blob",
+                "test:v2:{cohort:c1}:description",
+                "test:v2:{cohort:c1}:members"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn removal_repairs_a_half_done_write() {
+        let server = RedisServer::start();
+        let store = redis_store(&server).await;
+        store
+            .put_cohort(
+                &cohort("c1", "User", 2, 1),
+                &members(&["a", "b"]),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        let mut conn = raw(&server).await;
+        half_written(&mut conn).await;
+        store.remove_cohort("c1").await.unwrap();
+        for member in ["a", "b", "c"] {
+            assert_eq!(
+                store.get_memberships("User", member).await.unwrap(),
+                Vec::<String>::new(),
+                "{member}"
+            );
+        }
+        let left: Vec<String> = conn.keys("test:v2:{cohort:c1}:*").await.unwrap();
+        assert_eq!(left, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn small_pipelines_and_scan_pages_give_the_same_results() {
+        let server = RedisServer::start();
+        let small = RedisSettings {
+            pipeline_batch_size: 7,
+            scan_count: 5,
+            ..settings(&server, "small")
+        };
+        let store = RedisStore::connect(&small).await.unwrap();
+        contract::large_cohort_crosses_batches(&store).await;
+        contract::cohort_diff_updates_the_index(&store).await;
+        contract::dedup_claims_in_batches(&store).await;
+        contract::flags_are_listed_and_kept_apart_per_deployment(&store).await;
+    }
+
+    #[tokio::test]
+    async fn upgrades_a_keyspace_written_by_schema_1() {
+        let server = RedisServer::start();
+        let mut conn = raw(&server).await;
+        let flags = "old:v1:{flags}:deployment:client-key";
+        let _: () = conn
+            .hset_multiple(flags, &[("json", "[1]"), ("version", "4")])
+            .await
+            .unwrap();
+        let description = r#"{"cohortId":"c1","groupType":"User","size":1,"lastModified":5}"#;
+        let _: () = conn
+            .set("old:v1:{cohort:c1}:description", description)
+            .await
+            .unwrap();
+        let _: () = conn.sadd("old:v1:{cohort:c1}:members", "u1").await.unwrap();
+        let _: () = conn.set("old:v1:{cohort:c1}:blob", "blob").await.unwrap();
+        let _: () = conn
+            .hset("old:v1:{cohorts}:index", "c1", description)
+            .await
+            .unwrap();
+        let _: () = conn.sadd("old:v1:membership:User:u1", "c1").await.unwrap();
+        let _: () = conn.set_ex("old:v1:dedup:k", 1, 3600).await.unwrap();
+        let _: () = conn.set("old:schema_version", 1).await.unwrap();
+        let _: () = conn.set("unrelated", 1).await.unwrap();
+
+        let store = RedisStore::connect(&settings(&server, "old"))
+            .await
+            .unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), 2);
+        assert_eq!(
+            store
+                .get_flags("client-key")
+                .await
+                .unwrap()
+                .unwrap()
+                .version,
+            4
+        );
+        assert_eq!(
+            store.list_deployments().await.unwrap(),
+            vec![("client-key".to_owned(), 4)]
+        );
+        assert_eq!(
+            store.get_memberships("User", "u1").await.unwrap(),
+            members(&["c1"])
+        );
+        assert_eq!(
+            store.get_cohort_blob("c1").await.unwrap().unwrap().blob,
+            Bytes::from_static(b"blob")
+        );
+        assert_eq!(
+            store.claim(&["k".to_owned()], SECOND).await.unwrap(),
+            vec![false]
+        );
+        let ttl: i64 = conn.ttl("old:v2:dedup:k").await.unwrap();
+        assert!(ttl > 3000, "TTLs survive the move: {ttl}");
+        // The next version diffs against the migrated members.
+        let written = store
+            .put_cohort(&cohort("c1", "User", 1, 6), &members(&["u2"]), Bytes::new())
+            .await;
+        assert_eq!(
+            written.unwrap(),
+            CohortWrite::Written {
+                added: 1,
+                removed: 1
+            }
+        );
+
+        let keys: Vec<String> = conn.keys("*").await.unwrap();
+        assert!(keys.iter().all(|k| !k.starts_with("old:v1:")), "{keys:?}");
+        assert!(keys.contains(&"unrelated".to_owned()));
+        let log: Vec<String> = conn.lrange("old:migration_log", 0, -1).await.unwrap();
+        assert_eq!(log.len(), 1, "only 0002 ran: {log:?}");
+        assert!(log[0].starts_with("2 flag_versions_index "), "{log:?}");
+    }
+
+    #[tokio::test]
+    async fn refuses_a_newer_keyspace_naming_both_versions() {
+        let server = RedisServer::start();
+        let mut conn = raw(&server).await;
+        let _: () = conn.set("test:schema_version", 7).await.unwrap();
+        let error = RedisStore::connect(&settings(&server, "test"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::SchemaTooNew {
+                    found: 7,
+                    supported: 2,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("schema version 7") && message.contains("up to version 2"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn replicas_starting_together_migrate_once() {
+        let server = RedisServer::start();
+        let mut conn = raw(&server).await;
+        let _: () = conn.set("fleet:v1:someone-else", "x").await.unwrap();
+        let settings = Arc::new(settings(&server, "fleet"));
+        let starts: Vec<_> = (0..6)
+            .map(|_| {
+                let settings = Arc::clone(&settings);
+                tokio::spawn(async move { RedisStore::connect(&settings).await.map(|_| ()) })
+            })
+            .collect();
+        for start in starts {
+            start.await.unwrap().unwrap();
+        }
+        let foreign: String = conn.get("fleet:v1:someone-else").await.unwrap();
+        assert_eq!(
+            foreign, "x",
+            "a fresh keyspace's migrations leave foreign keys alone"
+        );
+        let log: Vec<String> = conn.lrange("fleet:migration_log", 0, -1).await.unwrap();
+        assert_eq!(log.len(), 2, "0001 and 0002, once each: {log:?}");
+        let version: u32 = conn.get("fleet:schema_version").await.unwrap();
+        assert_eq!(version, 2);
+        let lock: Option<String> = conn.get("fleet:migration_lock").await.unwrap();
+        assert_eq!(lock, None, "the lock was released");
+    }
+
+    #[tokio::test]
+    async fn connects_as_an_acl_user() {
+        let server = RedisServer::start();
+        let mut conn = raw(&server).await;
+        let _: () = ::redis::cmd("ACL")
+            .arg(
+                &[
+                    "SETUSER", "proxy", "on", ">s3cret", "~test:*", "&*", "+@all",
+                ][..],
+            )
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: () = ::redis::cmd("ACL")
+            .arg(&["SETUSER", "default", "off"][..])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let uri = format!("redis://proxy:s3cret@127.0.0.1:{}", server.port());
+        let store = RedisStore::connect(&RedisSettings {
+            uri,
+            ..settings(&server, "test")
+        })
+        .await;
+        let store = store.unwrap();
+        store
+            .put_flags("d", Bytes::from_static(b"[]"))
+            .await
+            .unwrap();
+        let wrong = format!("redis://proxy:wrong@127.0.0.1:{}", server.port());
+        let denied = RedisStore::connect(&RedisSettings {
+            uri: wrong,
+            ..settings(&server, "test")
+        })
+        .await;
+        assert!(denied.is_err());
+    }
+
+    /// Writes a throwaway CA and a server certificate for 127.0.0.1 with the `openssl` CLI.
+    fn make_certificates(dir: &std::path::Path) {
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("the openssl CLI (apt-get install openssl)");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        std::fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ]);
+    }
+
+    #[tokio::test]
+    async fn connects_over_tls_with_a_private_ca() {
+        let certs = tempfile::tempdir().unwrap();
+        make_certificates(certs.path());
+        let path = |name: &str| certs.path().join(name).to_string_lossy().into_owned();
+        let tls_port = redis_server::free_port().to_string();
+        let server = RedisServer::start_with(&[
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &path("server.crt"),
+            "--tls-key-file",
+            &path("server.key"),
+            "--tls-ca-cert-file",
+            &path("ca.crt"),
+            "--tls-auth-clients",
+            "no",
+        ]);
+        let uri = format!("rediss://127.0.0.1:{tls_port}");
+        let ca = std::fs::read(certs.path().join("ca.crt")).unwrap();
+        let tls = RedisSettings {
+            uri: uri.clone(),
+            tls_root_cert_pem: Some(ca),
+            ..settings(&server, "tls")
+        };
+        let store = RedisStore::connect(&tls).await.unwrap();
+        let mut changes = store.subscribe();
+        for (json, version) in [(&b"[]"[..], 1), (&b"[1]"[..], 2)] {
+            let stored = store
+                .put_flags("d", Bytes::copy_from_slice(json))
+                .await
+                .unwrap();
+            assert_eq!(stored, version);
+            let change = Change::Flags {
+                deployment: "d".into(),
+                version,
+            };
+            assert_eq!(next(&mut changes, SECOND).await, change);
+        }
+        // Without the CA the server's certificate is not trusted.
+        let untrusted = RedisSettings {
+            uri,
+            connection_timeout: Duration::from_millis(500),
+            ..settings(&server, "tls")
+        };
+        assert!(RedisStore::connect(&untrusted).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn every_key_is_prefixed_versioned_and_prefixes_are_isolated() {
+        let server = RedisServer::start();
+        let a = RedisStore::connect(&settings(&server, "a")).await.unwrap();
+        let b = RedisStore::connect(&settings(&server, "b")).await.unwrap();
+        a.put_flags("d", Bytes::from_static(b"[1]")).await.unwrap();
+        a.put_cohort(&cohort("c", "User", 1, 1), &members(&["u"]), Bytes::new())
+            .await
+            .unwrap();
+        a.claim(&["k".to_owned()], SECOND * 60).await.unwrap();
+        a.try_acquire("l", "t", SECOND * 60).await.unwrap();
+        assert_eq!(b.get_flags("d").await.unwrap(), None);
+        assert_eq!(
+            b.get_memberships("User", "u").await.unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            b.claim(&["k".to_owned()], SECOND).await.unwrap(),
+            vec![true]
+        );
+        let mut conn = raw(&server).await;
+        let mut keys: Vec<String> = conn.keys("a:*").await.unwrap();
+        keys.sort();
+        let expected = [
+            "a:migration_log",
+            "a:schema_version",
+            "a:v2:dedup:k",
+            "a:v2:lease:l",
+            "a:v2:membership:User:u",
+            "a:v2:{cohort:c}:blob",
+            "a:v2:{cohort:c}:description",
+            "a:v2:{cohort:c}:members",
+            "a:v2:{cohorts}:index",
+            "a:v2:{flags}:deployment:d",
+            "a:v2:{flags}:versions",
+        ];
+        assert_eq!(keys, expected, "no temporary keys are left behind either");
+    }
+
+    #[tokio::test]
+    async fn rejects_bad_settings_and_unreachable_servers_quickly() {
+        let bad_prefix = RedisSettings {
+            prefix: "a{b}".into(),
+            ..RedisSettings::new("redis://127.0.0.1:1")
+        };
+        assert!(matches!(
+            RedisStore::connect(&bad_prefix).await,
+            Err(StoreError::Config(_))
+        ));
+        let zero = RedisSettings {
+            command_timeout: Duration::ZERO,
+            ..RedisSettings::new("redis://127.0.0.1:1")
+        };
+        assert!(matches!(
+            RedisStore::connect(&zero).await,
+            Err(StoreError::Config(_))
+        ));
+        let bad_uri = RedisSettings::new("http://nope");
+        assert!(matches!(
+            RedisStore::connect(&bad_uri).await,
+            Err(StoreError::Config(_))
+        ));
+        let port = {
+            let server = RedisServer::start();
+            server.port()
+        };
+        let down = RedisSettings {
+            connection_timeout: Duration::from_millis(300),
+            ..RedisSettings::new(format!("redis://127.0.0.1:{port}"))
+        };
+        let started = std::time::Instant::now();
+        assert!(RedisStore::connect(&down).await.is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn open_picks_the_store_from_the_settings() {
+        // Both implementations fit behind the same `Arc<dyn Store>` the app holds.
+        let server = RedisServer::start();
+        let stores: Vec<Arc<dyn Store>> = vec![
+            evaluation_proxy::store::open(None).await.unwrap(),
+            evaluation_proxy::store::open(Some(&settings(&server, "open")))
+                .await
+                .unwrap(),
+        ];
+        let keys: Vec<String> = ::redis::AsyncCommands::keys(&mut raw(&server).await, "open:*")
+            .await
+            .unwrap();
+        assert!(keys.contains(&"open:schema_version".to_owned()), "{keys:?}");
+        for store in stores {
+            assert_eq!(
+                store
+                    .put_flags("d", Bytes::from_static(b"[]"))
+                    .await
+                    .unwrap(),
+                1
+            );
+        }
+    }
+}
