@@ -102,6 +102,9 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     let tasks = TaskTracker::new();
     // The watcher subscribes before any loop can write, so no change is missed.
     tasks.spawn(Arc::clone(&registry).watch(background.clone()));
+    if let Some(handle) = state.metrics.clone() {
+        tasks.spawn(crate::metrics::upkeep(handle, background.clone()));
+    }
     let client = AmplitudeClient::new(UPSTREAM_TIMEOUT, RetryPolicy::default())?;
     let syncer = Syncer::new(
         settings.sync.clone(),

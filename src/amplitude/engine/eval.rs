@@ -278,11 +278,24 @@ fn descend<'a>(start: &'a Value, path: &[String]) -> Option<&'a Value> {
     let mut cur = start;
     for k in path {
         match cur {
-            Value::Object(map) => cur = map.get(k)?,
+            Value::Object(map) => cur = lookup(map, k)?,
             _ => return None,
         }
     }
     (!cur.is_null()).then_some(cur)
+}
+
+/// Objects up to this size are searched by scanning: cheaper than SipHash-ing the key, and
+/// most context levels (`{user, groups}`, `user_properties`, a group) are this small.
+const LINEAR_LOOKUP_MAX: usize = 8;
+
+/// `map.get(key)`, scanning small maps instead of hashing (keys are unique, same result).
+fn lookup<'a>(map: &'a IndexMap<String, Value>, key: &str) -> Option<&'a Value> {
+    if map.len() <= LINEAR_LOOKUP_MAX {
+        map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        map.get(key)
+    }
 }
 
 /// Distinct context paths across all flags, so each is resolved once per evaluation.
@@ -755,6 +768,40 @@ fn bucket(
 mod tests {
     use super::*;
     use crate::amplitude::engine::parse_flags;
+
+    #[test]
+    fn precomputed_json_matches_fields() {
+        let mut meta = IndexMap::new();
+        meta.insert("default".to_owned(), Value::Bool(true));
+        let v = EvaluatedVariant::new(
+            "on".to_owned(),
+            Some(Value::String("on".to_owned())),
+            Some(Value::Null),
+            Some(meta),
+        );
+        let mut out = Vec::new();
+        v.write_json(&mut out);
+        assert_eq!(
+            out,
+            br#"{"key":"on","value":"on","metadata":{"default":true}}"#
+        );
+        assert!(v.v1_hidden());
+        let plain = EvaluatedVariant::new("off".to_owned(), None, None, None);
+        assert!(!plain.v1_hidden());
+    }
+
+    #[test]
+    fn lookup_agrees_with_get_for_small_and_large_maps() {
+        for size in [0, 1, LINEAR_LOOKUP_MAX, LINEAR_LOOKUP_MAX + 1, 40] {
+            let map: IndexMap<String, Value> = (0..size)
+                .map(|i| (format!("k{i}"), Value::Int(i as i64)))
+                .collect();
+            for i in 0..size + 2 {
+                let key = format!("k{i}");
+                assert_eq!(lookup(&map, &key), map.get(&key), "size {size} key {key}");
+            }
+        }
+    }
 
     /// A realistic deployment: inclusions, a dependency segment, property targeting, a rollout.
     pub(crate) fn deployment(n: usize) -> CompiledFlags {
