@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use evaluation_proxy::store::{
-    new_token, Change, CohortChange, CohortDescription, CohortWrite, RedisSettings, RedisStore,
-    Store, StoreError,
+    new_token, Change, CohortChange, CohortDescription, CohortWrite, DocumentChange,
+    DocumentStatus, RedisSettings, RedisStore, Store, StoreError, StoredDocument,
 };
 use redis_server::RedisServer;
 use tokio::sync::broadcast;
@@ -102,10 +102,76 @@ contract!(
     dedup_claims_expire,
     lease_is_exclusive_and_expires,
     lease_renew_and_release_need_the_token,
+    documents_versions_confirmations_and_change_signal,
+    documents_are_kept_apart_per_environment,
+    project_deployments_are_replaced_and_kept_apart,
 );
 
 mod contract {
     use super::*;
+
+    fn doc_change(environment: &str, version: u64) -> DocumentChange {
+        DocumentChange {
+            environment: environment.to_owned(),
+            version,
+        }
+    }
+
+    pub async fn documents_versions_confirmations_and_change_signal(store: &dyn Store) {
+        let mut changes = store.subscribe_documents();
+        assert_eq!(store.get_document("e").await.unwrap(), None);
+        assert_eq!(store.document_status("e").await.unwrap(), None);
+        assert!(
+            !store.confirm_document("e", 5).await.unwrap(),
+            "nothing to confirm yet"
+        );
+        let v1 = Bytes::from_static(br#"{"name":"a"}"#);
+        assert_eq!(store.put_document("e", v1.clone(), 10).await.unwrap(), 1);
+        assert_eq!(next(&mut changes, SECOND).await, doc_change("e", 1));
+        // The same body again: same version, newer confirmation, no signal.
+        assert_eq!(store.put_document("e", v1.clone(), 20).await.unwrap(), 1);
+        assert_eq!(
+            store.document_status("e").await.unwrap(),
+            Some(DocumentStatus {
+                version: 1,
+                confirmed_at_millis: 20
+            })
+        );
+        assert!(store.confirm_document("e", 30).await.unwrap());
+        assert_eq!(
+            store.get_document("e").await.unwrap(),
+            Some(StoredDocument {
+                version: 1,
+                json: v1,
+                confirmed_at_millis: 30
+            })
+        );
+        nothing(&mut changes).await;
+        let v2 = Bytes::from_static(br#"{"name":"b"}"#);
+        assert_eq!(store.put_document("e", v2.clone(), 40).await.unwrap(), 2);
+        assert_eq!(next(&mut changes, SECOND).await, doc_change("e", 2));
+        let stored = store.get_document("e").await.unwrap().unwrap();
+        assert_eq!((stored.version, stored.json), (2, v2));
+        assert_eq!(stored.confirmed_at_millis, 40);
+    }
+
+    pub async fn documents_are_kept_apart_per_environment(store: &dyn Store) {
+        let mut changes = store.subscribe_documents();
+        // Ids that an unescaped layout would confuse with each other or with other keys.
+        let ids = ["a:b", "a", "{flagsmith}", "a%3Ab", "versions"];
+        for (i, id) in ids.iter().enumerate() {
+            let body = Bytes::from(format!("{{\"i\":{i}}}"));
+            assert_eq!(store.put_document(id, body, 1).await.unwrap(), 1);
+            assert_eq!(next(&mut changes, SECOND).await, doc_change(id, 1));
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let stored = store.get_document(id).await.unwrap().unwrap();
+            assert_eq!(stored.json, Bytes::from(format!("{{\"i\":{i}}}")), "{id}");
+        }
+        // Documents live beside flags without touching them.
+        assert!(store.list_deployments().await.unwrap().is_empty());
+        assert_eq!(store.get_flags("a").await.unwrap(), None);
+    }
 
     pub async fn flags_versions_and_change_signal(store: &dyn Store) {
         let mut changes = store.subscribe();
@@ -616,10 +682,67 @@ mod contract {
         assert!(!store.renew("lease", &a, ttl).await.unwrap());
         assert!(store.try_acquire("lease", &b, ttl).await.unwrap());
     }
+
+    pub async fn project_deployments_are_replaced_and_kept_apart(store: &dyn Store) {
+        assert_eq!(store.get_project_deployments("p1").await.unwrap(), None);
+        let first = members(&["d1", "d:2{x}"]);
+        store.put_project_deployments("p1", &first).await.unwrap();
+        store
+            .put_project_deployments("p:1", &members(&["other"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get_project_deployments("p1").await.unwrap(),
+            Some(first)
+        );
+        store.put_project_deployments("p1", &[]).await.unwrap();
+        assert_eq!(
+            store.get_project_deployments("p1").await.unwrap(),
+            Some(Vec::new()),
+            "an empty list is a list"
+        );
+        assert_eq!(
+            store.get_project_deployments("p:1").await.unwrap(),
+            Some(members(&["other"]))
+        );
+    }
 }
 
 mod redis_only {
     use super::*;
+
+    #[tokio::test]
+    async fn document_changes_reach_another_replica_and_keys_stay_hashed() {
+        let server = RedisServer::start();
+        let writer = redis_store(&server).await;
+        let follower = redis_store(&server).await;
+        let mut documents = follower.subscribe_documents();
+        let body = Bytes::from_static(br#"{"name":"x"}"#);
+        writer
+            .put_document("0123abcd", body.clone(), 7)
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut documents, SECOND).await,
+            DocumentChange {
+                environment: "0123abcd".into(),
+                version: 1
+            }
+        );
+        let stored = follower.get_document("0123abcd").await.unwrap().unwrap();
+        assert_eq!((stored.version, stored.json), (1, body));
+        let mut conn = raw(&server).await;
+        let keys: Vec<String> = conn.keys("test:v2:{flagsmith}:*").await.unwrap();
+        let mut keys = keys;
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "test:v2:{flagsmith}:environment:0123abcd",
+                "test:v2:{flagsmith}:versions"
+            ]
+        );
+    }
 
     use ::redis::AsyncCommands;
 

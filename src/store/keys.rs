@@ -150,6 +150,22 @@ impl Keys {
         )
     }
 
+    /// HASH `json`, `version`, `confirmed_at`: one Flagsmith environment document; the
+    /// environment id is a hash of its server-side key (slot `{flagsmith}`).
+    pub fn document(&self, environment: &str) -> String {
+        format!(
+            "{}:{{flagsmith}}:environment:{}",
+            self.base(),
+            escape(environment)
+        )
+    }
+
+    /// HASH environment id -> document version: what followers compare to catch up (slot
+    /// `{flagsmith}`).
+    pub fn document_versions(&self) -> String {
+        format!("{}:{{flagsmith}}:versions", self.base())
+    }
+
     /// STRING: one dedup claim (value `1`, PX ttl).
     pub fn dedup(&self, key: &str) -> String {
         format!("{}:dedup:{}", self.base(), escape(key))
@@ -158,6 +174,11 @@ impl Keys {
     /// STRING: a lease, holding its owner's token (PX ttl).
     pub fn lease(&self, name: &str) -> String {
         format!("{}:lease:{}", self.base(), escape(name))
+    }
+
+    /// STRING: JSON array of the deployment keys listed for a project (by its non-secret id).
+    pub fn project_deployments(&self, project: &str) -> String {
+        format!("{}:project:{}:deployments", self.base(), escape(project))
     }
 
     /// The pub/sub channel carrying change signals.
@@ -210,7 +231,16 @@ mod tests {
         );
         assert_eq!(k.dedup("u d f on "), "amp:v2:dedup:u d f on ");
         assert_eq!(k.lease("sync:p1"), "amp:v2:lease:sync%3Ap1");
+        assert_eq!(
+            k.project_deployments("p:1"),
+            "amp:v2:project:p%3A1:deployments"
+        );
         assert_eq!(k.changes_channel(), "amp:v2:changes");
+        assert_eq!(
+            k.document("0f1e:x"),
+            "amp:v2:{flagsmith}:environment:0f1e%3Ax"
+        );
+        assert_eq!(k.document_versions(), "amp:v2:{flagsmith}:versions");
         assert_eq!(k.schema_version(), "amp:schema_version");
         assert_eq!(k.deployment_of(&k.flags("a:b")).as_deref(), Some("a:b"));
         assert_eq!(Keys::at("amp", 1).flags("d"), "amp:v1:{flags}:deployment:d");

@@ -1,6 +1,6 @@
 //! The default store: process memory, for a single node.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use super::sorted_members::SortedMembers;
 use super::{
-    Change, CohortBlob, CohortChange, CohortDescription, CohortWrite, Store, StoreError,
-    StoredFlags,
+    Change, CohortBlob, CohortChange, CohortDescription, CohortWrite, DocumentChange,
+    DocumentStatus, Store, StoreError, StoredDocument, StoredFlags,
 };
 
 /// Capacity of the change channels; a subscriber that lags further re-reads everything it serves.
@@ -23,7 +24,7 @@ pub const DEFAULT_DEDUP_CAPACITY: usize = 1 << 20;
 #[derive(Debug)]
 struct Cohort {
     description: CohortDescription,
-    members: HashSet<String>,
+    members: SortedMembers,
     blob: Bytes,
 }
 
@@ -31,9 +32,13 @@ struct Cohort {
 #[derive(Debug, Default)]
 struct Data {
     flags: HashMap<String, StoredFlags>,
+    /// Membership lookups search the members of each cohort of the group type: there are few
+    /// cohorts and many members, and a per-member index would cost far more memory.
     cohorts: HashMap<String, Cohort>,
-    /// (group type, member) -> cohort ids.
-    memberships: HashMap<(String, String), BTreeSet<String>>,
+    /// Flagsmith environment id -> document.
+    documents: HashMap<String, StoredDocument>,
+    /// project id -> deployment keys listed for it.
+    projects: HashMap<String, Vec<String>>,
 }
 
 /// Dedup claims: a map bounded by `capacity`, expired entries dropped oldest first.
@@ -90,6 +95,7 @@ pub struct MemoryStore {
     leases: Mutex<HashMap<String, (String, Instant)>>,
     changes: broadcast::Sender<Change>,
     cohort_changes: broadcast::Sender<CohortChange>,
+    document_changes: broadcast::Sender<DocumentChange>,
 }
 
 impl Default for MemoryStore {
@@ -116,35 +122,19 @@ impl MemoryStore {
     pub fn with_dedup_capacity(capacity: usize) -> Self {
         let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         let (cohort_changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
+        let (document_changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         Self {
             data: Mutex::new(Data::default()),
             claims: Mutex::new(Claims::new(capacity)),
             leases: Mutex::new(HashMap::new()),
             changes,
             cohort_changes,
+            document_changes,
         }
     }
 
     fn data(&self) -> MutexGuard<'_, Data> {
         lock(&self.data)
-    }
-}
-
-/// Adds or removes `cohort_id` in the index entries of `members`.
-fn index(data: &mut Data, group_type: &str, members: &HashSet<String>, cohort_id: &str, add: bool) {
-    for member in members {
-        let key = (group_type.to_owned(), member.clone());
-        if add {
-            data.memberships
-                .entry(key)
-                .or_default()
-                .insert(cohort_id.to_owned());
-        } else if let Some(ids) = data.memberships.get_mut(&key) {
-            ids.remove(cohort_id);
-            if ids.is_empty() {
-                data.memberships.remove(&key);
-            }
-        }
     }
 }
 
@@ -199,44 +189,49 @@ impl Store for MemoryStore {
         self.changes.subscribe()
     }
 
+    async fn put_project_deployments(
+        &self,
+        project: &str,
+        deployments: &[String],
+    ) -> Result<(), StoreError> {
+        self.data()
+            .projects
+            .insert(project.to_owned(), deployments.to_vec());
+        Ok(())
+    }
+
+    async fn get_project_deployments(
+        &self,
+        project: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        Ok(self.data().projects.get(project).cloned())
+    }
+
     async fn put_cohort(
         &self,
         description: &CohortDescription,
         members: &[String],
         blob: Bytes,
     ) -> Result<CohortWrite, StoreError> {
-        let new_members: HashSet<String> = members.iter().cloned().collect();
+        // Built before taking the lock: sorting a million ids takes a while.
+        let new_members = SortedMembers::new(members);
         let id = description.cohort_id.as_str();
         let (added, removed) = {
             let mut data = self.data();
-            let previous = data.cohorts.remove(id);
-            let counts = if let Some(previous) = previous {
-                if previous.description.last_modified >= description.last_modified {
-                    let stored = previous.description.clone();
-                    data.cohorts.insert(id.to_owned(), previous);
-                    return Ok(CohortWrite::Stale { stored });
+            let counts = match data.cohorts.get(id) {
+                Some(previous)
+                    if previous.description.last_modified >= description.last_modified =>
+                {
+                    return Ok(CohortWrite::Stale {
+                        stored: previous.description.clone(),
+                    });
                 }
-                let same_type = previous.description.group_type == description.group_type;
-                let (added, removed): (HashSet<String>, HashSet<String>) = if same_type {
-                    (
-                        new_members.difference(&previous.members).cloned().collect(),
-                        previous.members.difference(&new_members).cloned().collect(),
-                    )
-                } else {
-                    (new_members.clone(), previous.members)
-                };
-                index(
-                    &mut data,
-                    &previous.description.group_type,
-                    &removed,
-                    id,
-                    false,
-                );
-                index(&mut data, &description.group_type, &added, id, true);
-                (added.len(), removed.len())
-            } else {
-                index(&mut data, &description.group_type, &new_members, id, true);
-                (new_members.len(), 0)
+                Some(previous) if previous.description.group_type == description.group_type => {
+                    previous.members.difference_counts(&new_members)
+                }
+                // A changed group type: every member leaves the old type and joins the new one.
+                Some(previous) => (new_members.len(), previous.members.len()),
+                None => (new_members.len(), 0),
             };
             data.cohorts.insert(
                 id.to_owned(),
@@ -278,11 +273,11 @@ impl Store for MemoryStore {
     }
 
     async fn get_cohort_members(&self, cohort_id: &str) -> Result<Option<Vec<String>>, StoreError> {
-        Ok(self.data().cohorts.get(cohort_id).map(|c| {
-            let mut members: Vec<String> = c.members.iter().cloned().collect();
-            members.sort();
-            members
-        }))
+        Ok(self
+            .data()
+            .cohorts
+            .get(cohort_id)
+            .map(|c| c.members.iter().map(str::to_owned).collect()))
     }
 
     async fn get_cohort_blob(&self, cohort_id: &str) -> Result<Option<CohortBlob>, StoreError> {
@@ -297,30 +292,19 @@ impl Store for MemoryStore {
         group_type: &str,
         member: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let key = (group_type.to_owned(), member.to_owned());
-        Ok(self
+        let mut ids: Vec<String> = self
             .data()
-            .memberships
-            .get(&key)
-            .map(|ids| ids.iter().cloned().collect())
-            .unwrap_or_default())
+            .cohorts
+            .iter()
+            .filter(|(_, c)| c.description.group_type == group_type && c.members.contains(member))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     async fn remove_cohort(&self, cohort_id: &str) -> Result<(), StoreError> {
-        let removed = {
-            let mut data = self.data();
-            let cohort = data.cohorts.remove(cohort_id);
-            if let Some(cohort) = &cohort {
-                index(
-                    &mut data,
-                    &cohort.description.group_type,
-                    &cohort.members,
-                    cohort_id,
-                    false,
-                );
-            }
-            cohort.is_some()
-        };
+        let removed = self.data().cohorts.remove(cohort_id).is_some();
         if removed {
             let _ = self.cohort_changes.send(CohortChange::Removed {
                 cohort_id: cohort_id.to_owned(),
@@ -337,6 +321,77 @@ impl Store for MemoryStore {
         let now = Instant::now();
         let mut claims = lock(&self.claims);
         Ok(keys.iter().map(|key| claims.claim(key, ttl, now)).collect())
+    }
+
+    async fn put_document(
+        &self,
+        environment: &str,
+        json: Bytes,
+        confirmed_at_millis: u64,
+    ) -> Result<u64, StoreError> {
+        let version = {
+            let mut data = self.data();
+            let previous = data.documents.get_mut(environment);
+            if let Some(previous) = previous {
+                if previous.json == json {
+                    previous.confirmed_at_millis = confirmed_at_millis;
+                    return Ok(previous.version);
+                }
+                previous.version += 1;
+                previous.json = json;
+                previous.confirmed_at_millis = confirmed_at_millis;
+                previous.version
+            } else {
+                let document = StoredDocument {
+                    version: 1,
+                    json,
+                    confirmed_at_millis,
+                };
+                data.documents.insert(environment.to_owned(), document);
+                1
+            }
+        };
+        let _ = self.document_changes.send(DocumentChange {
+            environment: environment.to_owned(),
+            version,
+        });
+        Ok(version)
+    }
+
+    async fn confirm_document(
+        &self,
+        environment: &str,
+        confirmed_at_millis: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(match self.data().documents.get_mut(environment) {
+            Some(document) => {
+                document.confirmed_at_millis = confirmed_at_millis;
+                true
+            }
+            None => false,
+        })
+    }
+
+    async fn get_document(&self, environment: &str) -> Result<Option<StoredDocument>, StoreError> {
+        Ok(self.data().documents.get(environment).cloned())
+    }
+
+    async fn document_status(
+        &self,
+        environment: &str,
+    ) -> Result<Option<DocumentStatus>, StoreError> {
+        Ok(self
+            .data()
+            .documents
+            .get(environment)
+            .map(|d| DocumentStatus {
+                version: d.version,
+                confirmed_at_millis: d.confirmed_at_millis,
+            }))
+    }
+
+    fn subscribe_documents(&self) -> broadcast::Receiver<DocumentChange> {
+        self.document_changes.subscribe()
     }
 
     async fn try_acquire(

@@ -5,18 +5,22 @@
 //! - **cohorts**: description, members, the membership index `(groupType, member) -> cohort ids`
 //!   and the gzip blob SDKs download;
 //! - **dedup claims**: claim-once keys with a TTL (24 h for assignment events), in batches;
+//! - **Flagsmith environment documents**, versioned, keyed by a hash of the server-side key;
 //! - **coordination**: a lease with a random token, and change signals followers watch.
 //!
 //! Two implementations: [`MemoryStore`] (the default, one node) and [`RedisStore`] (shared by
 //! replicas; key layout and migrations in [`redis`] and [`migrate`]). Writers (the sync loops)
 //! put what they fetched; readers (the [`crate::amplitude::registry::Registry`]) learn about
-//! changes through [`Store::subscribe`] / [`Store::subscribe_cohorts`] and load the new version.
+//! changes through [`Store::subscribe`] / [`Store::subscribe_cohorts`] /
+//! [`Store::subscribe_documents`] and load the new version.
 //! The request path never calls the store for flags: it reads the registry's compiled snapshot.
 
 pub mod keys;
 pub mod memory;
 pub mod migrate;
 pub mod redis;
+pub mod resilient;
+mod sorted_members;
 
 use std::time::Duration;
 
@@ -27,6 +31,7 @@ use tokio::sync::broadcast;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisSettings, RedisStore};
+pub use self::resilient::ResilientStore;
 
 /// The flag configs of one deployment as the vendor served them (`/sdk/v2/flags` JSON array).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +95,36 @@ pub enum CohortWrite {
     Stale { stored: CohortDescription },
 }
 
+/// One Flagsmith environment document as the replica holding its lease stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDocument {
+    /// Increases by one each time a different document is written for the environment.
+    pub version: u64,
+    /// The document JSON, byte for byte as the writer passed it.
+    pub json: Bytes,
+    /// Unix ms of the last time the writer confirmed the document with the Flagsmith API.
+    pub confirmed_at_millis: u64,
+}
+
+/// The version and confirmation time of a stored document, read without its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocumentStatus {
+    /// See [`StoredDocument::version`].
+    pub version: u64,
+    /// See [`StoredDocument::confirmed_at_millis`].
+    pub confirmed_at_millis: u64,
+}
+
+/// A new Flagsmith environment document was written (on a channel of its own,
+/// [`Store::subscribe_documents`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentChange {
+    /// The environment id (a hash of its server-side key, never the key itself).
+    pub environment: String,
+    /// The version written.
+    pub version: u64,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -139,6 +174,21 @@ pub trait Store: Send + Sync + 'static {
     /// Subscribes to flag changes made after this call (by this replica or, for Redis, others).
     fn subscribe(&self) -> broadcast::Receiver<Change>;
 
+    /// Records the deployment keys the management API listed for `project` (a stable, non-secret
+    /// project id), so replicas that do not hold the project's lease know which deployments to
+    /// serve without asking the vendor. Replaces the previous list.
+    async fn put_project_deployments(
+        &self,
+        project: &str,
+        deployments: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// The deployment keys last recorded for `project`, if any were.
+    async fn get_project_deployments(
+        &self,
+        project: &str,
+    ) -> Result<Option<Vec<String>>, StoreError>;
+
     /// Writes a new version of a cohort: `members` is the complete member list of the version
     /// (duplicates allowed). The store diffs it against the stored members and updates the
     /// membership index by difference (added and removed members, the whole set when the group
@@ -183,6 +233,37 @@ pub trait Store: Send + Sync + 'static {
     /// call is claimed by its first occurrence.
     async fn claim(&self, keys: &[String], ttl: Duration) -> Result<Vec<bool>, StoreError>;
 
+    /// Writes a Flagsmith environment document and its confirmation time. Returns the stored
+    /// version: unchanged when `json` equals the stored document (only the confirmation time
+    /// is updated and no change is signalled), otherwise the previous version + 1. `environment`
+    /// is an opaque id; callers pass a hash of the server-side key so no key reaches the store.
+    async fn put_document(
+        &self,
+        environment: &str,
+        json: Bytes,
+        confirmed_at_millis: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// Records that the stored document was confirmed (a `304` from the API) without sending
+    /// it again. Returns false when no document is stored for `environment`.
+    async fn confirm_document(
+        &self,
+        environment: &str,
+        confirmed_at_millis: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Reads a stored Flagsmith environment document.
+    async fn get_document(&self, environment: &str) -> Result<Option<StoredDocument>, StoreError>;
+
+    /// Reads the version and confirmation time of a stored document (cheap: no body).
+    async fn document_status(
+        &self,
+        environment: &str,
+    ) -> Result<Option<DocumentStatus>, StoreError>;
+
+    /// Subscribes to document changes made after this call.
+    fn subscribe_documents(&self) -> broadcast::Receiver<DocumentChange>;
+
     /// Takes the lease `name` for `ttl` if nobody holds it (or it expired). Holding it already
     /// with the same `token` also succeeds and extends it.
     async fn try_acquire(&self, name: &str, token: &str, ttl: Duration)
@@ -193,6 +274,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives the lease up if `token` holds it; returns whether it did.
     async fn release(&self, name: &str, token: &str) -> Result<bool, StoreError>;
+
+    /// Why the shared store is degraded right now (e.g. Redis unreachable), for readiness and
+    /// logs; `None` when it works (always, for stores that cannot fail).
+    fn health(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The store the configuration asks for: Redis when settings are given (connecting and migrating

@@ -19,7 +19,9 @@
 //! (`<deployment>`, `<cohort>`, `<groupType>`, `<member>`, `<name>`, `<key>`) are escaped with
 //! [`super::keys::escape`]: `%` `:` `{` `}` become `%25` `%3A` `%7B` `%7D`. Braces in the
 //! templates below are literal Redis Cluster hash tags: every multi-key operation (Lua scripts,
-//! `SDIFFSTORE`, `RENAME`, `MGET`) touches keys of a single tag only.
+//! `SDIFFSTORE`, `RENAME`, `MGET`) touches keys of a single tag only. `<environment>` is a
+//! hash of a Flagsmith server-side key (see [`crate::flagsmith::sync::environment_id`]): the
+//! keys themselves never reach Redis.
 //!
 //! | Key | Type | Content | TTL |
 //! |---|---|---|---|
@@ -36,9 +38,12 @@
 //! | `P:v2:{cohort:<cohort>}:temp:<kind>:<token>` | SET | `added`/`removed` diff of a write, or a removal's `removing` set | PX 1 h, deleted after use |
 //! | `P:v2:{cohorts}:index` | HASH | cohortId -> CohortDescription JSON | none |
 //! | `P:v2:membership:<groupType>:<member>` | SET | ids of the cohorts containing the member | none |
+//! | `P:v2:{flagsmith}:environment:<environment>` | HASH | `json` (a Flagsmith environment document), `version`, `confirmed_at` (Unix ms) | none |
+//! | `P:v2:{flagsmith}:versions` | HASH | environment -> document version (followers catch up from it) | none |
 //! | `P:v2:dedup:<key>` | STRING | `1` (`SET NX PX`, pipelined) | the claim's TTL |
 //! | `P:v2:lease:<name>` | STRING | holder's random token (Lua compare-and-set/delete) | the lease's TTL |
-//! | `P:v2:changes` | pub/sub channel | `flags <version> <deployment>`, `flags_removed 0 <deployment>`, `cohort <lastModified> <cohort>`, `cohort_removed 0 <cohort>` | - |
+//! | `P:v2:project:<project>:deployments` | STRING | JSON array of the deployment keys the lease holder listed | none |
+//! | `P:v2:changes` | pub/sub channel | `flags <version> <deployment>`, `flags_removed 0 <deployment>`, `cohort <lastModified> <cohort>`, `cohort_removed 0 <cohort>`, `flagsmith <version> <environment>` | - |
 //!
 //! Bulk paths use `SCAN`/`SSCAN`/`HSCAN` (`COUNT` = `scan_count`), never `KEYS`; member writes
 //! go in pipelines of `pipeline_batch_size` commands. The request path reads only bounded
@@ -60,8 +65,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::keys::Keys;
 use super::{
-    new_token, Change, CohortBlob, CohortChange, CohortDescription, CohortWrite, Store, StoreError,
-    StoredFlags,
+    new_token, Change, CohortBlob, CohortChange, CohortDescription, CohortWrite, DocumentChange,
+    DocumentStatus, Store, StoreError, StoredDocument, StoredFlags,
 };
 
 /// Default commands per pipeline (`pipelineBatchSize`) and `COUNT` per scan page (`scanLimit`).
@@ -194,6 +199,8 @@ struct Scripts {
     remove_flags: Script,
     publish_cohort: Script,
     remove_cohort: Script,
+    put_document: Script,
+    confirm_document: Script,
     acquire: Script,
     renew: Script,
     release: Script,
@@ -245,6 +252,26 @@ end
 redis.call('DEL', KEYS[1], KEYS[3])
 return moved",
             ),
+            // KEYS: document, versions. ARGV: json, environment, channel, confirmed_at.
+            put_document: Script::new(
+                r"local current = redis.call('HGET', KEYS[1], 'json')
+local version = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if current == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'confirmed_at', ARGV[4])
+  return version
+end
+version = version + 1
+redis.call('HSET', KEYS[1], 'json', ARGV[1], 'version', version, 'confirmed_at', ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[2], version)
+redis.call('PUBLISH', ARGV[3], 'flagsmith ' .. version .. ' ' .. ARGV[2])
+return version",
+            ),
+            // KEYS: document. ARGV: confirmed_at.
+            confirm_document: Script::new(
+                r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'confirmed_at', ARGV[1])
+return 1",
+            ),
             // KEYS: lease. ARGV: token, ttl ms.
             acquire: Script::new(
                 r"local holder = redis.call('GET', KEYS[1])
@@ -272,6 +299,7 @@ return 0",
 struct Known {
     flags: HashMap<String, u64>,
     cohorts: HashMap<String, i64>,
+    documents: HashMap<String, u64>,
 }
 
 /// How long calls fail at once after Redis could not be reached, before one tries again.
@@ -333,6 +361,7 @@ pub(crate) struct Inner {
     known: Mutex<Known>,
     changes: broadcast::Sender<Change>,
     cohort_changes: broadcast::Sender<CohortChange>,
+    document_changes: broadcast::Sender<DocumentChange>,
 }
 
 /// The Redis implementation of [`Store`]; see the module documentation.
@@ -585,6 +614,23 @@ impl Inner {
         }
     }
 
+    /// Signals a document version unless it (or a newer one) was already signalled.
+    fn note_document(&self, environment: &str, version: u64) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known
+            .documents
+            .get(environment)
+            .is_some_and(|v| *v >= version)
+        {
+            return;
+        }
+        known.documents.insert(environment.to_owned(), version);
+        let _ = self.document_changes.send(DocumentChange {
+            environment: environment.to_owned(),
+            version,
+        });
+    }
+
     /// Applies one pub/sub message (see the module documentation for the format).
     fn on_message(&self, payload: &str) {
         let mut parts = payload.splitn(3, ' ');
@@ -598,6 +644,9 @@ impl Inner {
             ("flags_removed", _) => self.note_flags_removed(id),
             ("cohort", Ok(last_modified)) => self.note_cohort(id, last_modified),
             ("cohort_removed", _) => self.note_cohort_removed(id),
+            ("flagsmith", Ok(version)) => {
+                self.note_document(id, u64::try_from(version).unwrap_or(0));
+            }
             _ => tracing::warn!(payload, "ignoring unknown change signal"),
         }
     }
@@ -622,6 +671,12 @@ impl Inner {
                 Some((id, description.last_modified))
             })
             .collect();
+        let documents: HashMap<String, u64> = self
+            .scan_hash(&self.keys.document_versions())
+            .await?
+            .into_iter()
+            .filter_map(|(environment, version)| Some((environment, version.parse().ok()?)))
+            .collect();
         let (gone_flags, gone_cohorts) = {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
             let gone_flags: Vec<String> = known
@@ -643,6 +698,9 @@ impl Inner {
             known
                 .cohorts
                 .retain(|k, v| cohorts.get(k).is_none_or(|stored| stored == v));
+            known
+                .documents
+                .retain(|k, v| documents.get(k).is_none_or(|stored| stored == v));
             (gone_flags, gone_cohorts)
         };
         for deployment in gone_flags {
@@ -656,6 +714,9 @@ impl Inner {
         }
         for (cohort_id, last_modified) in cohorts {
             self.note_cohort(&cohort_id, last_modified);
+        }
+        for (environment, version) in documents {
+            self.note_document(&environment, version);
         }
         Ok(())
     }
@@ -765,6 +826,7 @@ impl RedisStore {
             .build_unchecked(manager);
         let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         let (cohort_changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
+        let (document_changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         let inner = Arc::new(Inner {
             pool,
             client,
@@ -778,6 +840,7 @@ impl RedisStore {
             known: Mutex::new(Known::default()),
             changes,
             cohort_changes,
+            document_changes,
         });
         super::migrate::run(&inner).await?;
         let cancel = CancellationToken::new();
@@ -1070,6 +1133,36 @@ impl Store for RedisStore {
         self.inner.changes.subscribe()
     }
 
+    async fn put_project_deployments(
+        &self,
+        project: &str,
+        deployments: &[String],
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(deployments).map_err(|e| StoreError::Corrupt {
+            key: self.inner.keys.project_deployments(project),
+            reason: e.to_string(),
+        })?;
+        let key = self.inner.keys.project_deployments(project);
+        self.inner
+            .query::<()>(redis::cmd("SET").arg(&key).arg(json))
+            .await
+    }
+
+    async fn get_project_deployments(
+        &self,
+        project: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let key = self.inner.keys.project_deployments(project);
+        let json: Option<Vec<u8>> = self.inner.query(redis::cmd("GET").arg(&key)).await?;
+        json.map(|json| {
+            serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                key,
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
     async fn put_cohort(
         &self,
         description: &CohortDescription,
@@ -1220,6 +1313,86 @@ impl Store for RedisStore {
             claimed.extend(replies.into_iter().map(|reply| reply.is_some()));
         }
         Ok(claimed)
+    }
+
+    async fn put_document(
+        &self,
+        environment: &str,
+        json: Bytes,
+        confirmed_at_millis: u64,
+    ) -> Result<u64, StoreError> {
+        let keys = &self.inner.keys;
+        let mut invocation = self.inner.scripts.put_document.prepare_invoke();
+        invocation
+            .key(keys.document(environment))
+            .key(keys.document_versions())
+            .arg(json.as_ref())
+            .arg(environment)
+            .arg(keys.changes_channel())
+            .arg(confirmed_at_millis);
+        self.script(&invocation).await
+    }
+
+    async fn confirm_document(
+        &self,
+        environment: &str,
+        confirmed_at_millis: u64,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = self.inner.scripts.confirm_document.prepare_invoke();
+        invocation
+            .key(self.inner.keys.document(environment))
+            .arg(confirmed_at_millis);
+        Ok(self.script::<u64>(&invocation).await? == 1)
+    }
+
+    async fn get_document(&self, environment: &str) -> Result<Option<StoredDocument>, StoreError> {
+        let key = self.inner.keys.document(environment);
+        let (json, version, confirmed): (Option<Vec<u8>>, Option<u64>, Option<u64>) = self
+            .inner
+            .query(
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("json")
+                    .arg("version")
+                    .arg("confirmed_at"),
+            )
+            .await?;
+        match (json, version) {
+            (Some(json), Some(version)) => Ok(Some(StoredDocument {
+                version,
+                json: Bytes::from(json),
+                confirmed_at_millis: confirmed.unwrap_or(0),
+            })),
+            (None, None) => Ok(None),
+            _ => Err(StoreError::Corrupt {
+                key,
+                reason: "document hash lacks `json` or `version`".into(),
+            }),
+        }
+    }
+
+    async fn document_status(
+        &self,
+        environment: &str,
+    ) -> Result<Option<DocumentStatus>, StoreError> {
+        let key = self.inner.keys.document(environment);
+        let (version, confirmed): (Option<u64>, Option<u64>) = self
+            .inner
+            .query(
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("version")
+                    .arg("confirmed_at"),
+            )
+            .await?;
+        Ok(version.map(|version| DocumentStatus {
+            version,
+            confirmed_at_millis: confirmed.unwrap_or(0),
+        }))
+    }
+
+    fn subscribe_documents(&self) -> broadcast::Receiver<DocumentChange> {
+        self.inner.document_changes.subscribe()
     }
 
     async fn try_acquire(

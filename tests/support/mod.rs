@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 pub mod fake_amplitude;
+pub mod fake_analytics;
 pub mod fake_flagsmith;
+pub mod redis_server;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,0 +1,128 @@
+//! A cohort's member ids in compact form for the in-memory store.
+//!
+//! Cohorts have millions of members; a `HashSet<String>` plus a per-member index entry cost
+//! about 600 bytes per member. Here the ids are sorted, de-duplicated and concatenated into one
+//! buffer with one end offset each (the id's length plus 8 bytes per member), membership is a
+//! binary search, and the difference between two versions is a merge walk.
+
+use std::cmp::Ordering;
+
+/// Sorted, de-duplicated member ids in one buffer; see the module documentation.
+#[derive(Debug, Default)]
+pub struct SortedMembers {
+    bytes: String,
+    /// `ends[i]` is where member `i` ends in `bytes`; it starts where member `i - 1` ends.
+    ends: Vec<usize>,
+}
+
+impl SortedMembers {
+    /// The members of `ids`, in any order and with duplicates.
+    pub fn new(ids: &[String]) -> Self {
+        let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut bytes = String::with_capacity(sorted.iter().map(|id| id.len()).sum());
+        let mut ends = Vec::with_capacity(sorted.len());
+        for id in sorted {
+            bytes.push_str(id);
+            ends.push(bytes.len());
+        }
+        Self { bytes, ends }
+    }
+
+    /// How many members there are.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, index: usize) -> &str {
+        let start = index
+            .checked_sub(1)
+            .and_then(|i| self.ends.get(i))
+            .copied()
+            .unwrap_or(0);
+        let end = self.ends.get(index).copied().unwrap_or(start);
+        self.bytes.get(start..end).unwrap_or_default()
+    }
+
+    /// Whether `member` is one of the members.
+    pub fn contains(&self, member: &str) -> bool {
+        let (mut low, mut high) = (0, self.ends.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            match self.get(middle).cmp(member) {
+                Ordering::Less => low = middle + 1,
+                Ordering::Greater => high = middle,
+                Ordering::Equal => return true,
+            }
+        }
+        false
+    }
+
+    /// The members in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.ends.len()).map(|i| self.get(i))
+    }
+
+    /// `(added, removed)`: how many of `new`'s members are not in `self`, and the reverse.
+    pub fn difference_counts(&self, new: &SortedMembers) -> (usize, usize) {
+        let (mut old_iter, mut new_iter) = (self.iter().peekable(), new.iter().peekable());
+        let (mut added, mut removed) = (0, 0);
+        loop {
+            match (old_iter.peek(), new_iter.peek()) {
+                (Some(o), Some(n)) => match o.cmp(n) {
+                    Ordering::Less => {
+                        removed += 1;
+                        old_iter.next();
+                    }
+                    Ordering::Greater => {
+                        added += 1;
+                        new_iter.next();
+                    }
+                    Ordering::Equal => {
+                        old_iter.next();
+                        new_iter.next();
+                    }
+                },
+                (Some(_), None) => return (added, removed + old_iter.count()),
+                (None, Some(_)) => return (added + new_iter.count(), removed),
+                (None, None) => return (added, removed),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(ids: &[&str]) -> SortedMembers {
+        SortedMembers::new(&ids.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn members_are_sorted_deduplicated_and_found() {
+        let m = members(&["b", "a", "", "ccc", "a"]);
+        assert_eq!(m.iter().collect::<Vec<_>>(), ["", "a", "b", "ccc"]);
+        assert_eq!(m.len(), 4);
+        for id in ["", "a", "b", "ccc"] {
+            assert!(m.contains(id), "{id}");
+        }
+        for id in ["aa", "c", "cccc", "0", "z"] {
+            assert!(!m.contains(id), "{id}");
+        }
+        assert!(!members(&[]).contains("a"));
+        assert_eq!(members(&[]).len(), 0);
+    }
+
+    #[test]
+    fn difference_counts_added_and_removed() {
+        let old = members(&["a", "b", "c", "d"]);
+        let new = members(&["b", "d", "e", "f", "g"]);
+        assert_eq!(old.difference_counts(&new), (3, 2));
+        assert_eq!(new.difference_counts(&old), (2, 3));
+        assert_eq!(old.difference_counts(&members(&[])), (0, 4));
+        assert_eq!(members(&[]).difference_counts(&old), (4, 0));
+        assert_eq!(old.difference_counts(&old), (0, 0));
+    }
+}
