@@ -4,6 +4,12 @@
 //! change and rebuilds that deployment's [`DeploymentSnapshot`]: flags parsed and compiled once,
 //! the `/sdk/v2/flags` body and its gzip prepared once. Requests only do a map lookup on an
 //! `ArcSwap` and clone an `Arc`: no locks, no parsing, no store I/O.
+//!
+//! A replica that fetched flags itself (the lease holder, or any replica while Redis is down)
+//! installs them directly ([`Registry::install`]) so serving never waits on the store. A
+//! snapshot is rebuilt only when the stored bytes differ from the served ones: store versions
+//! restart when Redis loses its data, so they cannot be compared. Only deployments this replica
+//! was configured or listed for are ever served, whatever other fleets write to the store.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -25,7 +31,7 @@ use crate::store::{Change, Store, StoreError};
 /// Everything a request needs about one deployment, immutable once built.
 #[derive(Debug)]
 pub struct DeploymentSnapshot {
-    /// Store version these flags came from.
+    /// Store version these flags came from (0 when this replica fetched them itself).
     pub version: u64,
     /// The flags, compiled for evaluation.
     pub flags: CompiledFlags,
@@ -209,18 +215,48 @@ impl Registry {
         }
     }
 
+    /// Serves flags this replica fetched itself (vendor or file), without waiting for the
+    /// store: the holder, and a replica working alone while the store is down, install what
+    /// they fetched here before writing it to the store. Returns whether the served flags
+    /// changed; unchanged content only refreshes the snapshot age.
+    pub fn install(&self, deployment: &str, json: Bytes) -> Result<bool, FlagParseError> {
+        if let Lookup::Ready(current) = self.lookup(deployment) {
+            if current.flags_json == json {
+                current.confirm();
+                return Ok(false);
+            }
+        }
+        // Version 0: these bytes did not come from the store (its version is unknown here).
+        self.swap_in(deployment, DeploymentSnapshot::build(0, json)?);
+        Ok(true)
+    }
+
     /// Rebuilds one deployment's snapshot from the store. Keeps the current snapshot when the
-    /// stored version is the one already served or when the new flags do not compile.
+    /// stored content is the one already served (compared by bytes: versions restart when Redis
+    /// loses its data, and locally installed flags have no store version) or when the new
+    /// flags do not compile.
     pub async fn reload(&self, deployment: &str) -> Result<(), ReloadError> {
+        // Other fleets may share the store: only serve deployments this replica was given.
+        if matches!(self.lookup(deployment), Lookup::Unknown) {
+            return Ok(());
+        }
         let Some(stored) = self.store.get_flags(deployment).await? else {
             return Ok(());
         };
         if let Lookup::Ready(current) = self.lookup(deployment) {
-            if current.version == stored.version {
+            if current.flags_json == stored.json {
                 return Ok(());
             }
         }
-        let snapshot = Arc::new(DeploymentSnapshot::build(stored.version, stored.json)?);
+        self.swap_in(
+            deployment,
+            DeploymentSnapshot::build(stored.version, stored.json)?,
+        );
+        Ok(())
+    }
+
+    fn swap_in(&self, deployment: &str, snapshot: DeploymentSnapshot) {
+        let snapshot = Arc::new(snapshot);
         tracing::info!(
             deployment = %mask_key(deployment),
             version = snapshot.version,
@@ -232,7 +268,11 @@ impl Registry {
             map.insert(deployment.to_owned(), Entry::Ready(Arc::clone(&snapshot)));
             map
         });
-        Ok(())
+    }
+
+    /// Why the shared store is degraded (Redis unreachable), for readiness details.
+    pub fn store_health(&self) -> Option<String> {
+        self.store.health()
     }
 
     /// Follows the store's change signal until `cancel`, rebuilding snapshots as flags change.
@@ -245,7 +285,12 @@ impl Registry {
             };
             match change {
                 Ok(Change::Flags { deployment, .. }) => self.reload_logged(&deployment).await,
-                Ok(Change::DeploymentRemoved { deployment }) => self.forget(&deployment),
+                // Not a reason to stop serving: Redis signals this too when it lost its data
+                // (restart without persistence). Which deployments exist is decided by the
+                // sync (the management API, or the holder's stored list), which forgets them.
+                Ok(Change::DeploymentRemoved { deployment }) => {
+                    tracing::debug!(deployment = %mask_key(&deployment), "flags removed from the store; still serving the last ones until the sync drops the deployment");
+                }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "missed store changes; reloading every deployment");
                     let keys: Vec<String> = self.deployments.load().keys().cloned().collect();
@@ -258,7 +303,8 @@ impl Registry {
         }
     }
 
-    async fn reload_logged(&self, deployment: &str) {
+    /// Reloads a deployment, logging (not returning) a failure.
+    pub async fn reload_logged(&self, deployment: &str) {
         if let Err(error) = self.reload(deployment).await {
             tracing::error!(deployment = %mask_key(deployment), %error, "could not load flag configs; still serving the previous ones");
         }

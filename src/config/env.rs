@@ -109,6 +109,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "AMPLITUDE_REDIS_PIPELINE_BATCH_SIZE",
         "configuration.redis.pipelineBatchSize",
     ),
+    (
+        "AMPLITUDE_REDIS_LEASE_TTL_MILLIS",
+        "configuration.redis.leaseTtlMillis",
+    ),
     ("AMPLITUDE_METRICS_PORT", "configuration.metrics.port"),
     ("AMPLITUDE_METRICS_PATH", "configuration.metrics.path"),
     (

@@ -311,6 +311,8 @@ pub(super) struct RawRedis {
     pub command_timeout_millis: Option<Scalar>,
     #[serde(default)]
     pub pipeline_batch_size: Option<Scalar>,
+    #[serde(default)]
+    pub lease_ttl_millis: Option<Scalar>,
 }
 
 impl RawRedis {
@@ -325,6 +327,7 @@ impl RawRedis {
             &self.connection_timeout_millis,
             &self.command_timeout_millis,
             &self.pipeline_batch_size,
+            &self.lease_ttl_millis,
         ]
         .iter()
         .any(|v| v.is_some())

@@ -162,6 +162,7 @@ configuration:
     connectionTimeoutMillis: 6
     commandTimeoutMillis: 7
     pipelineBatchSize: 8
+    leaseTtlMillis: 9
   metrics:
     port: 9100
     path: /prom/
@@ -228,6 +229,7 @@ fn full_yaml_file_sets_every_field() {
         ),
         (5, 6, 7, 8)
     );
+    assert_eq!(r.lease_ttl_millis, 9);
     assert_eq!(c.metrics.port, 9100);
     assert_eq!(c.metrics.route(), "/prom");
     assert!(c.metrics.log_failures);

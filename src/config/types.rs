@@ -368,6 +368,8 @@ pub struct RedisConfig {
     pub command_timeout_millis: u64,
     /// Commands per pipeline flush (default 100).
     pub pipeline_batch_size: usize,
+    /// TTL of each project's sync lease (default 10000); the holder renews it every third.
+    pub lease_ttl_millis: u64,
 }
 
 impl RedisConfig {
@@ -386,7 +388,13 @@ impl RedisConfig {
             connection_timeout_millis: 10_000,
             command_timeout_millis: 10_000,
             pipeline_batch_size: 100,
+            lease_ttl_millis: 10_000,
         }
+    }
+
+    /// `leaseTtlMillis` as a duration.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_millis)
     }
 
     /// `connectionTimeoutMillis` as a duration.

@@ -411,6 +411,11 @@ fn redis(raw: RawRedis, ctx: &mut Ctx<'_>) -> Result<Option<RedisConfig>> {
             "configuration.redis.pipelineBatchSize",
             d.pipeline_batch_size,
         )?,
+        lease_ttl_millis: ctx.positive(
+            raw.lease_ttl_millis.as_ref(),
+            "configuration.redis.leaseTtlMillis",
+            d.lease_ttl_millis,
+        )?,
         uri: d.uri,
     }))
 }

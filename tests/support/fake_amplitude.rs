@@ -1,6 +1,7 @@
 //! An in-process stand-in for Amplitude's management and flags APIs, following
 //! `../shared/spec/amplitude-apis-and-clients.md` §1.2-1.3: Bearer auth and `nextCursor`
-//! pages on `/api/1/deployments`, `Api-Key` auth on `/sdk/v2/flags`. Failures can be queued
+//! pages on `/api/1/deployments`, `Api-Key` auth on `/sdk/v2/flags`, and the cohort API
+//! (§1.4: Basic auth, `maxCohortSize` -> 413, `lastModified` -> 204) on `/sdk/v1/cohort/{id}`. Failures can be queued
 //! per path to exercise the retry policy, and every request is recorded.
 
 use std::collections::{HashMap, VecDeque};
@@ -30,7 +31,19 @@ struct FakeState {
     page_size: usize,
     flags: HashMap<String, String>,
     failures: HashMap<String, VecDeque<StatusCode>>,
+    /// Basic credentials the cohort API accepts (`api:secret`).
+    cohort_credentials: Vec<String>,
+    /// Cohort id -> body served with 200 and its lastModified and size.
+    cohorts: HashMap<String, FakeCohort>,
     requests: Vec<Recorded>,
+}
+
+/// A cohort the fake serves.
+#[derive(Debug, Clone)]
+pub struct FakeCohort {
+    pub last_modified: i64,
+    pub size: usize,
+    pub body: String,
 }
 
 /// Handle to the running fake.
@@ -51,6 +64,7 @@ impl FakeAmplitude {
         let app = Router::new()
             .route("/api/1/deployments", get(deployments))
             .route("/sdk/v2/flags", get(flags))
+            .route("/sdk/v1/cohort/{id}", get(cohort))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
@@ -83,6 +97,40 @@ impl FakeAmplitude {
     /// Sets the flags JSON served for a deployment key.
     pub fn set_flags(&self, deployment: &str, json: &str) {
         self.with(|s| s.flags.insert(deployment.to_owned(), json.to_owned()));
+    }
+
+    /// Makes `api:secret` valid Basic credentials for the cohort API.
+    pub fn allow_cohort_credentials(&self, api: &str, secret: &str) {
+        self.with(|s| s.cohort_credentials.push(format!("{api}:{secret}")));
+    }
+
+    /// Serves a cohort in the documented shape (field order of the Node SDK's type).
+    pub fn set_cohort(&self, id: &str, group_type: &str, last_modified: i64, members: &[&str]) {
+        let body = serde_json::json!({
+            "cohortId": id, "groupType": group_type, "groupTypeId": 1, "lastComputed": last_modified,
+            "lastModified": last_modified, "size": members.len(), "memberIds": members,
+        })
+        .to_string();
+        self.set_cohort_body(id, last_modified, members.len(), &body);
+    }
+
+    /// Serves a cohort with a hand-written body (field order, odd shapes).
+    pub fn set_cohort_body(&self, id: &str, last_modified: i64, size: usize, body: &str) {
+        self.with(|s| {
+            s.cohorts.insert(
+                id.to_owned(),
+                FakeCohort {
+                    last_modified,
+                    size,
+                    body: body.to_owned(),
+                },
+            )
+        });
+    }
+
+    /// Requests to the cohort API for one cohort id.
+    pub fn cohort_requests(&self, id: &str) -> Vec<Recorded> {
+        self.requests(&format!("/sdk/v1/cohort/{id}"))
     }
 
     /// The next requests to `path` fail with these statuses, in order.
@@ -175,4 +223,42 @@ async fn flags(
         Some(json) => ([("content-type", "application/json")], json.clone()).into_response(),
         None => StatusCode::UNAUTHORIZED.into_response(),
     }
+}
+
+async fn cohort(
+    State(state): State<Arc<Mutex<FakeState>>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    use base64::Engine;
+    let mut state = state.lock().unwrap();
+    let path = format!("/sdk/v1/cohort/{id}");
+    if let Some(status) = record(&mut state, &path, &query, &headers) {
+        return status.into_response();
+    }
+    let credentials = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+        .and_then(|v| String::from_utf8(v).ok());
+    if !credentials.is_some_and(|c| state.cohort_credentials.contains(&c)) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let Some(cohort) = state.cohorts.get(&id) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let max: usize = query
+        .get("maxCohortSize")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
+    if cohort.size > max {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    }
+    let since: Option<i64> = query.get("lastModified").and_then(|v| v.parse().ok());
+    if since.is_some_and(|since| since >= cohort.last_modified) {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    ([("content-type", "application/json")], cohort.body.clone()).into_response()
 }
