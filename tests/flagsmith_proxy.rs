@@ -566,3 +566,44 @@ async fn document_files_are_served_and_reloaded() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn flagsmith_metrics_count_requests_per_endpoint_and_document_syncs() {
+    let (_fake, app) = api_app().await;
+    assert_eq!(get(&app, "/api/v1/flags/", Some(CLIENT_KEY)).await.0, 200);
+    assert_eq!(get(&app, "/api/v1/flags", Some("unknown")).await.0, 401);
+    let body = json!({"identifier": "u1", "traits": []});
+    assert_eq!(
+        post(&app, "/api/v1/identities/", CLIENT_KEY, &body).await.0,
+        200
+    );
+    assert_eq!(
+        get(&app, "/api/v1/environment-document/", Some(SERVER_KEY))
+            .await
+            .0,
+        200
+    );
+    let metrics = app
+        .client
+        .get(format!("http://{}/metrics", app.metrics_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"flagsmith_proxy_request_total{endpoint="flags"}"#,
+        r#"flagsmith_proxy_request_error_total{endpoint="flags"}"#,
+        r#"flagsmith_proxy_request_total{endpoint="identities"}"#,
+        r#"flagsmith_proxy_request_total{endpoint="environment-document"}"#,
+        r#"flagsmith_proxy_request_seconds_bucket{endpoint="identities",le="0.001"}"#,
+        r#"flagsmith_proxy_document_fetch_total{environment="…",result="updated"}"#,
+        r#"flagsmith_proxy_document_store_total{environment="…",result="written"}"#,
+        r#"flagsmith_proxy_document_lease_held{environment="…"}"#,
+        r#"flagsmith_proxy_document_age_seconds{environment="…"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+    app.stop().await;
+}

@@ -294,6 +294,18 @@ impl FlagsmithRegistry {
 
     /// Installs a new snapshot for environment `index` and records a successful update.
     pub fn install(&self, index: usize, snapshot: EnvironmentSnapshot) {
+        self.install_at(index, snapshot, now_millis());
+    }
+
+    /// Installs a snapshot that was confirmed up to date at `confirmed_at_millis` (Unix ms):
+    /// a document loaded from the shared store is as fresh as the holder's last confirmation,
+    /// not as fresh as the moment it was loaded.
+    pub fn install_at(
+        &self,
+        index: usize,
+        snapshot: EnvironmentSnapshot,
+        confirmed_at_millis: u64,
+    ) {
         if let Some(slot) = self.slots.get(index) {
             tracing::info!(
                 environment = %mask_key(&slot.client_key),
@@ -303,16 +315,44 @@ impl FlagsmithRegistry {
             );
             slot.snapshot.store(Some(Arc::new(snapshot)));
         }
-        self.record_success(index);
+        self.record_success_at(index, confirmed_at_millis);
     }
 
     /// Records that environment `index` was confirmed up to date.
     pub fn record_success(&self, index: usize) {
+        self.record_success_at(index, now_millis());
+    }
+
+    /// Records that environment `index` was confirmed up to date at `millis` (Unix ms) — by
+    /// the replica holding the lease, when this one follows the shared store. Never moves the
+    /// time backwards.
+    pub fn record_success_at(&self, index: usize, millis: u64) {
         if let Some(slot) = self.slots.get(index) {
             slot.last_success_millis
-                .store(now_millis(), Ordering::Relaxed);
+                .fetch_max(millis, Ordering::Relaxed);
             *lock(&slot.last_error) = None;
         }
+    }
+
+    /// The environment's label for logs and metrics: its client-side key, masked.
+    pub fn label(&self, index: usize) -> String {
+        self.slots
+            .get(index)
+            .map_or_else(String::new, |slot| mask_key(&slot.client_key))
+    }
+
+    /// Per environment (label, seconds since the document was last confirmed up to date);
+    /// `None` until it was.
+    pub fn document_ages(&self) -> Vec<(String, Option<f64>)> {
+        let now = now_millis();
+        self.slots
+            .iter()
+            .map(|slot| {
+                let last = slot.last_success_millis.load(Ordering::Relaxed);
+                let age = (last != 0).then(|| now.saturating_sub(last) as f64 / 1000.0);
+                (mask_key(&slot.client_key), age)
+            })
+            .collect()
     }
 
     /// Records a failed update of environment `index`; its snapshot stays.
