@@ -361,6 +361,7 @@ fn vendor_config(fake: &FakeAmplitude) -> String {
     format!(
         "projects:\n  - apiKey: api-key-1\n    secretKey: secret-key-1\n    managementKey: {MANAGEMENT_KEY}\n\
          configuration:\n  port: 0\n  host: 127.0.0.1\n  serverUrl: {url}\n  managementServerUrl: {url}\n\
+         \x20 analyticsServerUrl: {url}/2/httpapi\n\
          \x20 deploymentSyncIntervalMillis: 200\n  flagSyncIntervalMillis: 200\n  metrics:\n    port: 0\n",
         url = fake.url
     )

@@ -24,7 +24,7 @@ pub fn user_to_context(mut user: IndexMap<String, Value>) -> Value {
     let cohort_ids = user.shift_remove("group_cohort_ids");
     let groups = groups
         .as_ref()
-        .map(|g| build_groups(g, properties.as_ref(), cohort_ids.as_ref()))
+        .map(|g| build_groups(g, properties, cohort_ids))
         .unwrap_or_default();
     context.insert("user".to_owned(), Value::Object(user));
     if !groups.is_empty() {
@@ -33,10 +33,12 @@ pub fn user_to_context(mut user: IndexMap<String, Value>) -> Value {
     Value::Object(context)
 }
 
+/// `properties` and `cohort_ids` are taken by value so their entries can be moved into the
+/// context rather than cloned (they are per-request data).
 fn build_groups(
     groups: &Value,
-    properties: Option<&Value>,
-    cohort_ids: Option<&Value>,
+    mut properties: Option<Value>,
+    mut cohort_ids: Option<Value>,
 ) -> IndexMap<String, Value> {
     let Value::Object(groups) = groups else {
         return IndexMap::new();
@@ -48,11 +50,11 @@ fn build_groups(
         };
         let mut node = IndexMap::with_capacity(3);
         node.insert("group_name".to_owned(), Value::String(name.to_owned()));
-        if let Some(props) = lookup(properties, group_type, name).filter(|v| non_empty_object(v)) {
-            node.insert("group_properties".to_owned(), props.clone());
+        if let Some(props) = take(&mut properties, group_type, name).filter(non_empty_object) {
+            node.insert("group_properties".to_owned(), props);
         }
-        if let Some(ids) = lookup(cohort_ids, group_type, name).filter(|v| non_empty_array(v)) {
-            node.insert("cohort_ids".to_owned(), ids.clone());
+        if let Some(ids) = take(&mut cohort_ids, group_type, name).filter(non_empty_array) {
+            node.insert("cohort_ids".to_owned(), ids);
         }
         built.insert(group_type.clone(), Value::Object(node));
     }
@@ -71,9 +73,16 @@ fn first_group_name(names: &Value) -> Option<&str> {
     }
 }
 
-/// `map[group_type][group_name]`.
-fn lookup<'a>(map: Option<&'a Value>, group_type: &str, name: &str) -> Option<&'a Value> {
-    map?.get(group_type)?.get(name)
+/// Moves `map[group_type][group_name]` out (each group type is visited once, so nothing
+/// that is still needed is taken).
+fn take(map: &mut Option<Value>, group_type: &str, name: &str) -> Option<Value> {
+    let Some(Value::Object(by_type)) = map else {
+        return None;
+    };
+    let Some(Value::Object(by_name)) = by_type.get_mut(group_type) else {
+        return None;
+    };
+    by_name.get_mut(name).map(std::mem::take)
 }
 
 fn non_empty_object(value: &Value) -> bool {

@@ -12,8 +12,9 @@ use indexmap::IndexMap;
 use super::error::ApiError;
 use super::request::{self, Query, TrackMode};
 use super::AppState;
+use crate::amplitude::assignment::Tracker;
 use crate::amplitude::context::user_to_context;
-use crate::amplitude::engine::Value;
+use crate::amplitude::engine::{EvaluationResults, Value};
 use crate::amplitude::registry::{DeploymentSnapshot, Lookup};
 use crate::metrics as m;
 
@@ -70,7 +71,7 @@ pub async fn get_vardata_v2(
     headers: HeaderMap,
     query: RawQuery,
 ) -> Result<Response, ApiError> {
-    evaluate_get(state, headers, query, Flavor::V2)
+    evaluate_get(state, headers, query, Flavor::V2).await
 }
 
 /// `GET /sdk/vardata` and `GET /v1/vardata`.
@@ -79,7 +80,7 @@ pub async fn get_vardata_v1(
     headers: HeaderMap,
     query: RawQuery,
 ) -> Result<Response, ApiError> {
-    evaluate_get(state, headers, query, Flavor::V1)
+    evaluate_get(state, headers, query, Flavor::V1).await
 }
 
 /// `POST /sdk/v2/vardata`.
@@ -89,7 +90,7 @@ pub async fn post_vardata_v2(
     query: RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    evaluate_post(state, headers, query, body, Flavor::V2)
+    evaluate_post(state, headers, query, body, Flavor::V2).await
 }
 
 /// `POST /sdk/vardata` and `POST /v1/vardata`.
@@ -99,10 +100,10 @@ pub async fn post_vardata_v1(
     query: RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    evaluate_post(state, headers, query, body, Flavor::V1)
+    evaluate_post(state, headers, query, body, Flavor::V1).await
 }
 
-fn evaluate_get(
+async fn evaluate_get(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -110,11 +111,12 @@ fn evaluate_get(
 ) -> Result<Response, ApiError> {
     let snapshot = snapshot(&state, &headers)?;
     let query = Query::parse(query.as_deref());
-    let user = request::user_from_get(&headers, &query)?;
-    evaluate(&snapshot, &headers, &query, user, flavor)
+    let mut user = request::user_from_get(&headers, &query)?;
+    enrich(&state, &snapshot, &mut user).await?;
+    evaluate(&state, &snapshot, &headers, &query, user, flavor)
 }
 
-fn evaluate_post(
+async fn evaluate_post(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
@@ -124,13 +126,34 @@ fn evaluate_post(
     let snapshot = snapshot(&state, &headers)?;
     let body =
         body.map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
-    let user = request::parse_user_object(&body, "request body")?;
+    let mut user = request::parse_user_object(&body, "request body")?;
+    enrich(&state, &snapshot, &mut user).await?;
     let query = Query::parse(query.as_deref());
-    evaluate(&snapshot, &headers, &query, user, flavor)
+    evaluate(&state, &snapshot, &headers, &query, user, flavor)
+}
+
+/// Adds the user's and groups' cohort memberships, for the group types the flags target.
+async fn enrich(
+    state: &AppState,
+    snapshot: &DeploymentSnapshot,
+    user: &mut IndexMap<String, Value>,
+) -> Result<(), ApiError> {
+    state
+        .cohorts
+        .enrich(&snapshot.flags, user)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "cohort membership lookup failed");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cohort membership lookup failed",
+            )
+        })
 }
 
 /// Evaluates the deployment's flags for a user and writes the JSON result.
 fn evaluate(
+    state: &AppState,
     snapshot: &DeploymentSnapshot,
     headers: &HeaderMap,
     query: &Query,
@@ -138,8 +161,7 @@ fn evaluate(
     flavor: Flavor,
 ) -> Result<Response, ApiError> {
     let flag_keys = request::flag_keys(headers, query)?;
-    // Parsed now so a malformed header is noticed; assignment tracking consumes it.
-    let _track = TrackMode::from_headers(headers);
+    let track = TrackMode::from_headers(headers);
     let context = user_to_context(user);
     metrics::counter!(m::EVALUATION).increment(1);
     let results = snapshot
@@ -155,7 +177,30 @@ fn evaluate(
         })?;
     let mut body = Vec::with_capacity(64 * results.len() + 2);
     results.write_json(&mut body, flavor == Flavor::V1);
+    if let Some(tracker) = state.tracker.as_ref().filter(|_| track.tracks()) {
+        track_assignment(tracker, snapshot, headers, &flag_keys, context, results);
+    }
     Ok(json_response(body))
+}
+
+/// Hands the assignment to the tracker (spec §7.5): only for a non-empty user and when some
+/// flag was evaluated. Moves the context and results; the worker does the rest.
+fn track_assignment(
+    tracker: &Tracker,
+    snapshot: &DeploymentSnapshot,
+    headers: &HeaderMap,
+    flag_keys: &[String],
+    context: Value,
+    results: EvaluationResults,
+) {
+    let evaluated_some =
+        !results.is_empty() || (flag_keys.is_empty() && !snapshot.flags.is_empty());
+    if context.get("user").is_none() || !evaluated_some {
+        return;
+    }
+    if let Some(deployment) = request::deployment_key(headers) {
+        tracker.track(deployment, context, results);
+    }
 }
 
 fn json_response(body: Vec<u8>) -> Response {

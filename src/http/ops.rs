@@ -23,20 +23,31 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// reasons before that and while shutting down.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut reasons = state.registry.not_ready_reasons();
+    reasons.extend(state.cohorts.not_ready_reasons(&state.registry));
     reasons.extend(state.flagsmith.not_ready_reasons());
+    // Failed cohorts do not block readiness (their flags are served), but are shown.
+    let cohort_errors = state.cohorts.failures();
     if state.is_shutting_down() {
         reasons.insert(0, "shutting down".to_owned());
     }
-    if reasons.is_empty() {
-        (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready" })),
-        )
-            .into_response()
+    // A degraded shared store does not make the proxy unready (it serves from memory and
+    // syncs from the vendor itself), but the operator should see it.
+    let store = state.registry.store_health();
+    let (status, mut body) = if reasons.is_empty() {
+        (StatusCode::OK, serde_json::json!({ "status": "ready" }))
     } else {
-        let body = serde_json::json!({ "status": "not ready", "reasons": reasons });
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "not ready", "reasons": reasons }),
+        )
+    };
+    if let Some(store) = store {
+        body["store"] = serde_json::Value::String(store);
     }
+    if !cohort_errors.is_empty() {
+        body["cohort_errors"] = serde_json::json!(cohort_errors);
+    }
+    (status, Json(body)).into_response()
 }
 
 /// The metrics page: refreshes per-deployment gauges, then renders Prometheus text.
@@ -46,6 +57,11 @@ pub async fn metrics_page(State(state): State<AppState>) -> Response {
         metrics::gauge!(m::SNAPSHOT_AGE_SECONDS, "deployment" => label.clone())
             .set(snapshot.age_seconds());
         metrics::gauge!(m::SNAPSHOT_FLAGS, "deployment" => label).set(snapshot.flags.len() as f64);
+    }
+    for (label, age) in state.flagsmith.document_ages() {
+        if let Some(age) = age {
+            metrics::gauge!(m::FLAGSMITH_DOCUMENT_AGE_SECONDS, "environment" => label).set(age);
+        }
     }
     let text = state
         .metrics

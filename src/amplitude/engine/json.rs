@@ -11,6 +11,10 @@
 
 use std::borrow::Cow;
 
+use indexmap::IndexMap;
+
+use super::value::{classify_number, Value};
+
 /// Maximum nesting of arrays/objects; deeper input is rejected so hostile input cannot overflow the stack.
 pub const MAX_DEPTH: usize = 128;
 
@@ -63,17 +67,27 @@ pub fn parse_lenient(bytes: &[u8]) -> Result<Node<'_>, JsonError> {
     parse_with(bytes, true)
 }
 
+/// Parses one complete JSON document straight into a [`Value`] (strict syntax, numbers
+/// classified from their raw text as spec §3 says); same acceptance and depth limit as [`parse`].
+///
+/// Why a second entry point: building a [`Node`] tree and converting it afterwards allocated
+/// every container and string twice, and request contexts are parsed on every request. Object
+/// entries are gathered on one scratch stack shared by all levels, so each map is allocated
+/// once, at its final size.
+pub fn parse_value(bytes: &[u8]) -> Result<Value, JsonError> {
+    let mut r = Reader::new(bytes, false)?;
+    let mut scratch = Vec::new();
+    r.ws();
+    let value = r.value_direct(0, &mut scratch)?;
+    r.ws();
+    if r.i != r.b.len() {
+        return Err(r.err("trailing characters"));
+    }
+    Ok(value)
+}
+
 fn parse_with(bytes: &[u8], lenient: bool) -> Result<Node<'_>, JsonError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| JsonError {
-        offset: e.valid_up_to(),
-        message: "input is not UTF-8",
-    })?;
-    let mut r = Reader {
-        s: text,
-        b: bytes,
-        i: 0,
-        lenient,
-    };
+    let mut r = Reader::new(bytes, lenient)?;
     r.ws();
     let node = r.value(0)?;
     r.ws();
@@ -90,7 +104,23 @@ struct Reader<'a> {
     lenient: bool,
 }
 
+/// Object entries waiting for their map, innermost object on top.
+type Scratch = Vec<(String, Value)>;
+
 impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8], lenient: bool) -> Result<Reader<'a>, JsonError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| JsonError {
+            offset: e.valid_up_to(),
+            message: "input is not UTF-8",
+        })?;
+        Ok(Reader {
+            s: text,
+            b: bytes,
+            i: 0,
+            lenient,
+        })
+    }
+
     fn err(&self, message: &'static str) -> JsonError {
         JsonError {
             offset: self.i,
@@ -114,12 +144,101 @@ impl<'a> Reader<'a> {
             Some(b't') => self.word("true", Node::Bool(true)),
             Some(b'f') => self.word("false", Node::Bool(false)),
             Some(b'n') => self.word("null", Node::Null),
-            Some(c) if c.is_ascii_digit() || *c == b'-' => Ok(self.number()),
+            Some(c) if c.is_ascii_digit() || *c == b'-' => Ok(Node::Number(self.number())),
             Some(_) => Err(self.err("unexpected character")),
         }
     }
 
-    fn word(&mut self, w: &str, node: Node<'a>) -> Result<Node<'a>, JsonError> {
+    /// [`Reader::value`] for [`parse_value`]: strict syntax, building the value directly.
+    fn value_direct(&mut self, depth: usize, scratch: &mut Scratch) -> Result<Value, JsonError> {
+        match self.b.get(self.i) {
+            None => Err(self.err("unexpected end of input")),
+            Some(b'{') => self.object_direct(depth + 1, scratch),
+            Some(b'[') => self.array_direct(depth + 1, scratch),
+            Some(b'"') => Ok(Value::String(self.string()?.into_owned())),
+            Some(b't') => self.word("true", Value::Bool(true)),
+            Some(b'f') => self.word("false", Value::Bool(false)),
+            Some(b'n') => self.word("null", Value::Null),
+            Some(c) if c.is_ascii_digit() || *c == b'-' => {
+                let start = self.i;
+                let text = self.number();
+                classify_number(text).ok_or(JsonError {
+                    offset: start,
+                    message: "invalid number",
+                })
+            }
+            Some(_) => Err(self.err("unexpected character")),
+        }
+    }
+
+    fn array_direct(&mut self, depth: usize, scratch: &mut Scratch) -> Result<Value, JsonError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("nesting too deep"));
+        }
+        self.i += 1;
+        let mut items = Vec::new();
+        self.ws();
+        if self.b.get(self.i) == Some(&b']') {
+            self.i += 1;
+            return Ok(Value::Array(items));
+        }
+        loop {
+            self.ws();
+            items.push(self.value_direct(depth, scratch)?);
+            self.ws();
+            match self.b.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(Value::Array(items));
+                }
+                _ => return Err(self.err("expected ',' or ']'")),
+            }
+        }
+    }
+
+    /// Entries go on `scratch` above `base` and become one exactly-sized map at `}`. Duplicate
+    /// keys: `IndexMap::insert` keeps the first position and the last value, as [`Value`] says.
+    fn object_direct(&mut self, depth: usize, scratch: &mut Scratch) -> Result<Value, JsonError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("nesting too deep"));
+        }
+        self.i += 1;
+        let base = scratch.len();
+        self.ws();
+        if self.b.get(self.i) == Some(&b'}') {
+            self.i += 1;
+            return Ok(Value::Object(IndexMap::new()));
+        }
+        loop {
+            self.ws();
+            if self.b.get(self.i) != Some(&b'"') {
+                return Err(self.err("expected object key"));
+            }
+            let key = self.string()?.into_owned();
+            self.ws();
+            if self.b.get(self.i) != Some(&b':') {
+                return Err(self.err("expected ':'"));
+            }
+            self.i += 1;
+            self.ws();
+            let value = self.value_direct(depth, scratch)?;
+            scratch.push((key, value));
+            self.ws();
+            match self.b.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    let mut map = IndexMap::with_capacity(scratch.len() - base);
+                    map.extend(scratch.drain(base..));
+                    return Ok(Value::Object(map));
+                }
+                _ => return Err(self.err("expected ',' or '}'")),
+            }
+        }
+    }
+
+    fn word<T>(&mut self, w: &str, node: T) -> Result<T, JsonError> {
         if self.b[self.i..].starts_with(w.as_bytes()) {
             self.i += w.len();
             Ok(node)
@@ -145,7 +264,8 @@ impl<'a> Reader<'a> {
         Ok(&self.s[start..self.i])
     }
 
-    fn number(&mut self) -> Node<'a> {
+    /// A number token's raw text (classified by the caller).
+    fn number(&mut self) -> &'a str {
         let start = self.i;
         while self.i < self.b.len()
             && matches!(
@@ -155,7 +275,7 @@ impl<'a> Reader<'a> {
         {
             self.i += 1;
         }
-        Node::Number(&self.s[start..self.i])
+        &self.s[start..self.i]
     }
 
     fn array(&mut self, depth: usize) -> Result<Node<'a>, JsonError> {
@@ -225,18 +345,19 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, JsonError> {
         self.i += 1;
         let start = self.i;
-        // Fast path: no escapes.
-        while self.i < self.b.len() {
-            match self.b[self.i] {
-                b'"' => {
-                    let s = &self.s[start..self.i];
-                    self.i += 1;
-                    return Ok(Cow::Borrowed(s));
-                }
-                b'\\' => break,
-                c if c < 0x20 => return Err(self.err("control character in string")),
-                _ => self.i += 1,
+        // Fast path: no escapes. One tight scan to the first byte that needs a decision.
+        let run = self.b[start..]
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        self.i = run.map_or(self.b.len(), |n| start + n);
+        match self.b.get(self.i) {
+            Some(b'"') => {
+                let s = &self.s[start..self.i];
+                self.i += 1;
+                return Ok(Cow::Borrowed(s));
             }
+            Some(&c) if c < 0x20 => return Err(self.err("control character in string")),
+            _ => {}
         }
         let mut out = String::from(&self.s[start..self.i]);
         loop {

@@ -46,8 +46,7 @@ impl Value {
     /// text through its global `arbitrary_precision` feature, which would break untagged/figment
     /// deserialisation elsewhere in the crate.
     pub fn from_json_slice(bytes: &[u8]) -> Result<Value, JsonError> {
-        let node = json::parse(bytes)?;
-        Value::from_node(&node)
+        json::parse_value(bytes)
     }
 
     /// Converts a raw-number tree into a value (numbers classified per spec §3).
@@ -344,6 +343,39 @@ mod tests {
     fn duplicate_keys_last_wins_first_position() {
         let v = Value::from_json_slice(br#"{"a":1,"b":2,"a":3}"#).unwrap();
         assert_eq!(v.to_json_string(), r#"{"a":3,"b":2}"#);
+    }
+
+    /// The one-pass reader must agree with the tree reader (what `from_json_slice` used to do)
+    /// on values and on which inputs are rejected.
+    #[test]
+    fn direct_parse_agrees_with_tree_parse() {
+        let docs = [
+            r#"{"a":1,"b":[1e3,-0,13.0,"x\u0041\n"],"c":{"d":null,"e":true,"f":false},"a":[]}"#,
+            r#"[[],{},[{}],{"":""},"\ud83d\ude00",9223372036854775808,1.5E-3]"#,
+            r#"  {"user":{"user_id":"u","groups":{"org":["acme"]}}}  "#,
+            r#""plain""#,
+            "12345678901234567890",
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"[1,]"#,
+            r#"{a:1}"#,
+            r#"[1.2.3]"#,
+            r#"[--1]"#,
+            "[1] x",
+            r#"{"k":"\x"}"#,
+            "",
+            "nul",
+            "\"\u{1}\"",
+        ];
+        for doc in docs {
+            let tree = json::parse(doc.as_bytes()).and_then(|n| Value::from_node(&n));
+            let direct = Value::from_json_slice(doc.as_bytes());
+            assert_eq!(tree.is_ok(), direct.is_ok(), "{doc}");
+            if let (Ok(a), Ok(b)) = (tree, direct) {
+                assert_eq!(a.to_json_string(), b.to_json_string(), "{doc}");
+                assert_eq!(a, b, "{doc}");
+            }
+        }
     }
 
     #[test]
