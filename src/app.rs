@@ -20,14 +20,21 @@ use tokio_util::task::TaskTracker;
 use tower::util::MapRequestLayer;
 use tower::Layer;
 
+use crate::amplitude::assignment::{
+    ApiKeys, Dedup, SystemClock, Tracker, TrackerSettings, UploadError, UploadSettings,
+};
+use crate::amplitude::cohort::sync::CohortSync;
+use crate::amplitude::cohort::upstream::CohortClient;
+use crate::amplitude::cohort::{Cohorts, Credentials};
 use crate::amplitude::registry::Registry;
 use crate::amplitude::sync::{FlagSource, ProjectSource, SyncSettings, Syncer};
 use crate::amplitude::upstream::{AmplitudeClient, RetryPolicy};
+use crate::config::RedisConfig;
 use crate::config::{Config, DeploymentSource, FlagsmithConfig, ProjectConfig};
 use crate::flagsmith::registry::FlagsmithRegistry;
 use crate::flagsmith::sync::{DocumentSource, FlagsmithSyncSettings, FlagsmithSyncer};
 use crate::http::{self, AppState, HttpSettings};
-use crate::store::{MemoryStore, Store};
+use crate::store::{MemoryStore, RedisSettings, ResilientStore, Store};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +49,13 @@ pub enum StartError {
     /// The HTTP client for the vendor APIs could not be built (TLS set-up).
     #[error("cannot create the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// Redis can never be used with these settings (bad settings, or a keyspace written by a
+    /// newer proxy); an unreachable Redis is not this error (the proxy starts without it).
+    #[error("cannot use redis: {0}")]
+    Store(String),
+    /// The assignment upload client could not be built.
+    #[error(transparent)]
+    Tracking(#[from] UploadError),
 }
 
 /// A started proxy: where it listens and how to stop it.
@@ -69,8 +83,12 @@ impl RunningApp {
 
 /// How often a flags file is checked for changes.
 const FILE_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// TTL of the per-project sync lease without Redis (the single replica always holds it).
+const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// Timeout of one upstream request.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of one assignment upload (the Java analytics SDK's 10 s).
+const ANALYTICS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the ports, starts the sync loops and serves until [`RunningApp::shutdown`].
 pub async fn start(config: Config) -> Result<RunningApp, StartError> {
@@ -80,43 +98,76 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
     let addr = local_addr(&listener)?;
     let metrics_addr = local_addr(&metrics_listener)?;
 
-    if config.configuration.redis.is_some() {
-        // The Redis store exists (src/store/redis.rs) but the replica coordination that makes
-        // it safe to share (one lease holder syncs, followers load) is not wired yet.
-        tracing::warn!(
-            "redis is configured, but this version keeps flag state in memory; shared mode is not available yet"
-        );
+    // The store outlives the background loops: the lease holder releases its lease on the way out.
+    let store_cancel = CancellationToken::new();
+    let (store, connecting) = open_store(config.configuration.redis.as_ref(), &store_cancel);
+    if let (Some(redis), Some(connecting)) = (&config.configuration.redis, &connecting) {
+        // Wait (briefly) for the first attempt, so a keyspace from a newer proxy stops start-up
+        // with a clear message; an unreachable Redis only delays it by the connection timeout.
+        let _ = tokio::time::timeout(redis.connection_timeout(), connecting.settled()).await;
+        if let Some(error) = connecting.fatal_error() {
+            store_cancel.cancel();
+            return Err(StartError::Store(error));
+        }
     }
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let registry = Arc::new(Registry::new(Arc::clone(&store)));
     let flagsmith = Arc::new(settings.flagsmith.registry());
-    let state = AppState {
-        registry: Arc::clone(&registry),
-        flagsmith: Arc::clone(&flagsmith),
-        shutting_down: Arc::new(AtomicBool::new(false)),
-        metrics: crate::metrics::install(),
-    };
-
+    let cohorts = Arc::new(Cohorts::new(
+        Arc::clone(&store),
+        cohort_credentials(&config),
+    ));
+    let metrics_handle = crate::metrics::install();
     let shutdown = CancellationToken::new();
     let background = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let tracking = Tracking::default();
+    let api_keys = Arc::new(api_keys(&config));
+    let tracker = start_tracker(&config, &api_keys, Arc::clone(&store), &tasks, &tracking)?;
+    let state = AppState {
+        registry: Arc::clone(&registry),
+        cohorts: Arc::clone(&cohorts),
+        flagsmith: Arc::clone(&flagsmith),
+        shutting_down: Arc::new(AtomicBool::new(false)),
+        metrics: metrics_handle,
+        tracker,
+    };
+
     // The watcher subscribes before any loop can write, so no change is missed.
     tasks.spawn(Arc::clone(&registry).watch(background.clone()));
     if let Some(handle) = state.metrics.clone() {
         tasks.spawn(crate::metrics::upkeep(handle, background.clone()));
     }
+    let cohort_client = CohortClient::new(
+        config.configuration.cohort_server_url.url().as_str(),
+        config.configuration.max_cohort_size,
+        RetryPolicy::default(),
+    )?;
+    tasks.spawn(
+        CohortSync::new(
+            cohorts,
+            Arc::clone(&registry),
+            cohort_client,
+            config.configuration.cohort_sync_interval(),
+        )
+        .run(background.clone()),
+    );
     let client = AmplitudeClient::new(UPSTREAM_TIMEOUT, RetryPolicy::default())?;
     let syncer = Syncer::new(
         settings.sync.clone(),
         client,
-        store,
+        Arc::clone(&store),
         registry,
         tasks.clone(),
+    )
+    .with_api_keys(api_keys);
+    start_projects(
+        syncer,
+        settings.projects.clone(),
+        connecting,
+        &tasks,
+        &background,
     );
-    for project in settings.projects.clone() {
-        syncer.start_project(project, background.clone());
-    }
-    FlagsmithSyncer::new(settings.flagsmith.sync.clone(), flagsmith)?.start(
+    FlagsmithSyncer::new(settings.flagsmith.sync.clone(), flagsmith, store)?.start(
         settings.flagsmith.sources.clone(),
         &tasks,
         &background,
@@ -131,9 +182,11 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
         Stopping {
             shutdown: shutdown.clone(),
             background,
+            store_cancel,
             tasks,
             state,
             grace: settings.grace,
+            tracking,
         },
     ));
     Ok(RunningApp {
@@ -148,9 +201,19 @@ pub async fn start(config: Config) -> Result<RunningApp, StartError> {
 struct Stopping {
     shutdown: CancellationToken,
     background: CancellationToken,
+    store_cancel: CancellationToken,
     tasks: TaskTracker,
     state: AppState,
     grace: Duration,
+    tracking: Tracking,
+}
+
+/// The assignment worker's shutdown tokens: `stop` once the HTTP servers have drained (flush
+/// everything), `abort` when the grace period is over (stop retrying, count what is left).
+#[derive(Debug, Clone, Default)]
+struct Tracking {
+    stop: CancellationToken,
+    abort: CancellationToken,
 }
 
 async fn serve(
@@ -161,9 +224,11 @@ async fn serve(
     let Stopping {
         shutdown,
         background,
+        store_cancel,
         tasks,
         state,
         grace,
+        tracking,
     } = stopping;
     let drain = shutdown.clone();
     let main_server = tokio::spawn(
@@ -191,12 +256,19 @@ async fn serve(
     let drained = tokio::time::timeout(grace, async {
         let _ = main_server.await;
         let _ = metrics_server.await;
+        // No request can queue an assignment any more: flush what is queued and retrying.
+        tracking.stop.cancel();
         tasks.wait().await;
     })
     .await;
     if drained.is_err() {
         tracing::warn!("grace period over; stopping with requests or tasks still running");
+        tracking.stop.cancel();
+        tracking.abort.cancel();
+        // Give the worker a moment to count and log the events it could not send.
+        let _ = tokio::time::timeout(Duration::from_secs(1), tasks.wait()).await;
     }
+    store_cancel.cancel();
     tracing::info!("evaluation proxy stopped");
 }
 
@@ -270,6 +342,9 @@ impl FlagsmithSettings {
                 poll_interval: Duration::from_secs(config.api_poll_frequency_seconds),
                 timeout: Duration::from_secs(config.api_poll_timeout_seconds),
                 file_poll_interval: FILE_POLL_INTERVAL,
+                lease_ttl: FlagsmithSyncSettings::lease_ttl_for(Duration::from_secs(
+                    config.api_poll_timeout_seconds,
+                )),
             },
             grace: Duration::from_secs(config.environment_update_grace_period_seconds),
         }
@@ -305,6 +380,10 @@ impl Settings {
                 flag_sync_interval: Duration::from_millis(c.flag_sync_interval_millis),
                 file_poll_interval: FILE_POLL_INTERVAL,
                 jitter: f64::from(c.flag_sync_jitter_percent) / 100.0,
+                lease_ttl: c
+                    .redis
+                    .as_ref()
+                    .map_or(DEFAULT_LEASE_TTL, RedisConfig::lease_ttl),
             },
             projects,
             flagsmith: FlagsmithSettings::from_config(&c.flagsmith),
@@ -334,4 +413,137 @@ fn project_source(index: usize, project: &ProjectConfig) -> ProjectSource {
                 .collect(),
         },
     }
+}
+
+/// The projects' `apiKey:secretKey` pairs: they download cohorts and authenticate SDKs at
+/// `/sdk/v1/cohort` (projects without both keys are left out).
+fn cohort_credentials(config: &Config) -> Vec<Credentials> {
+    let mut credentials: Vec<Credentials> = Vec::new();
+    for project in &config.projects {
+        if let (Some(api), Some(secret)) = (&project.api_key, &project.secret_key) {
+            let pair = Credentials {
+                api_key: api.expose().to_owned(),
+                secret_key: secret.expose().to_owned(),
+            };
+            if !credentials.contains(&pair) {
+                credentials.push(pair);
+            }
+        }
+    }
+    credentials
+}
+
+/// The project API key of each configured project, and the deployments listed in the file.
+fn api_keys(config: &Config) -> ApiKeys {
+    let keys = ApiKeys::new(
+        config
+            .projects
+            .iter()
+            .map(|p| p.api_key.as_ref().map(|k| k.expose().to_owned()))
+            .collect(),
+    );
+    for (index, project) in config.projects.iter().enumerate() {
+        if let DeploymentSource::Listed(deployments) = &project.deployments {
+            for deployment in deployments {
+                keys.register(deployment.key.expose(), index);
+            }
+        }
+    }
+    keys
+}
+
+/// Starts assignment tracking, unless no project has an API key to upload with. Dedup is shared
+/// through the store when Redis is configured, per process otherwise.
+fn start_tracker(
+    config: &Config,
+    keys: &Arc<ApiKeys>,
+    store: Arc<dyn Store>,
+    tasks: &TaskTracker,
+    tracking: &Tracking,
+) -> Result<Option<Tracker>, StartError> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let c = &config.configuration;
+    let settings = TrackerSettings {
+        upload: UploadSettings {
+            url: c.analytics_server_url.url().as_str().to_owned(),
+            threshold: c.assignment.event_upload_threshold,
+            period: Duration::from_millis(c.assignment.event_upload_period_millis),
+            timeout: ANALYTICS_TIMEOUT,
+        },
+        filter_capacity: c.assignment.filter_capacity,
+        queue_capacity: c.assignment.queue_capacity,
+    };
+    let dedup = if c.redis.is_some() {
+        Dedup::Shared(store)
+    } else {
+        Dedup::Local
+    };
+    let tracker = Tracker::start(
+        settings,
+        Arc::clone(keys),
+        dedup,
+        Arc::new(SystemClock),
+        tasks,
+        tracking.stop.clone(),
+        tracking.abort.clone(),
+    )?;
+    Ok(Some(tracker))
+}
+
+/// The store replicas share: Redis when `configuration.redis` is set, otherwise process memory.
+///
+/// Redis is connected in the background ([`ResilientStore`]): the proxy starts even when Redis
+/// is down, syncing from the vendor itself, and switches to shared mode when Redis comes. The
+/// second value is the Redis store to wait for (its first connection attempt) before the sync
+/// loops start, so replicas know from the start whether they can share the vendor's work.
+fn open_store(
+    redis: Option<&RedisConfig>,
+    cancel: &CancellationToken,
+) -> (Arc<dyn Store>, Option<Arc<ResilientStore>>) {
+    let Some(redis) = redis else {
+        return (Arc::new(MemoryStore::new()), None);
+    };
+    tracing::info!(uri = %redis.uri, prefix = %redis.prefix, "using the shared Redis store");
+    let store = ResilientStore::start(redis_settings(redis), cancel.clone());
+    (Arc::clone(&store) as Arc<dyn Store>, Some(store))
+}
+
+/// Starts every project's sync loops, once the first Redis connection attempt has finished.
+fn start_projects(
+    syncer: Syncer,
+    projects: Vec<ProjectSource>,
+    connecting: Option<Arc<ResilientStore>>,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) {
+    for project in &projects {
+        syncer.declare(project);
+    }
+    let cancel = cancel.clone();
+    tasks.spawn(async move {
+        if let Some(store) = connecting {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = store.settled() => {}
+            }
+        }
+        for project in projects {
+            syncer.start_project(project, cancel.clone());
+        }
+    });
+}
+
+/// Maps `configuration.redis` to the store's settings.
+fn redis_settings(redis: &RedisConfig) -> RedisSettings {
+    let mut settings = RedisSettings::new(redis.uri.expose());
+    settings.prefix = redis.prefix.clone();
+    settings.connection_timeout = redis.connection_timeout();
+    settings.command_timeout = redis.command_timeout();
+    settings.pipeline_batch_size = redis.pipeline_batch_size.max(1);
+    settings.scan_count = usize::try_from(redis.scan_limit)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    settings
 }
