@@ -148,12 +148,13 @@ def reset_peak_rss(pid):
 
 # --- wrk -------------------------------------------------------------------------------------
 
-def wrk(port, method, path, headers, body_file, connections, seconds):
+def wrk(port, method, path, headers, body_file, connections, seconds, lua=LUA, extra_env=None):
+    """Runs wrk with a request script and returns its BENCH_JSON summary (rps and errors added)."""
     env = dict(os.environ, BENCH_METHOD=method, BENCH_HEADERS="\n".join(headers),
-               BENCH_BODY_FILE=str(body_file) if body_file else "")
+               BENCH_BODY_FILE=str(body_file) if body_file else "", **(extra_env or {}))
     threads = min(2, connections)
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
-           "--timeout", "5s", "-s", str(LUA), f"http://127.0.0.1:{port}{path}"]
+           "--timeout", "5s", "-s", str(lua), f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         if line.startswith("BENCH_JSON "):

@@ -1,0 +1,89 @@
+//! Cohort-scale benchmark, membership lookup part: how much `Cohorts::enrich` (the lookup an
+//! evaluation of a cohort-targeting flag does first) adds per request with Redis.
+//!
+//! Run by bench/cohort-scale/run.py against the redis-server it started, after the proxy has
+//! stored cohort `big` (members `user-<i>`) there. Usage:
+//! `lookup_latency <redis-uri> <cohort size> <samples>`; prints one JSON line with the
+//! percentiles (µs) of enrich with a flag targeting `big` and, as the baseline, of enrich with a
+//! flag set without cohort targeting (which returns before any lookup).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use evaluation_proxy::amplitude::cohort::Cohorts;
+use evaluation_proxy::amplitude::engine::{parse_flags, CompiledFlags, Value};
+use evaluation_proxy::store::{RedisSettings, RedisStore, Store};
+use indexmap::IndexMap;
+
+const COHORT_FLAG: &str = r#"[{"key":"f","variants":{"on":{"key":"on"}},"segments":[{"conditions":[[{"selector":["context","user","cohort_ids"],"op":"set contains any","values":["big"]}]],"variant":"on"}]}]"#;
+const PLAIN_FLAG: &str = r#"[{"key":"f","variants":{"on":{"key":"on"}},"segments":[{"conditions":[[{"selector":["context","user","user_id"],"op":"is","values":["x"]}]],"variant":"on"}]}]"#;
+
+fn flags(json: &str) -> anyhow::Result<CompiledFlags> {
+    Ok(CompiledFlags::compile(parse_flags(json.as_bytes())?))
+}
+
+/// Times `samples` sequential enrich calls for users alternating member / non-member.
+async fn measure(
+    cohorts: &Cohorts,
+    flags: &CompiledFlags,
+    size: u64,
+    samples: usize,
+) -> anyhow::Result<(Vec<f64>, usize)> {
+    let mut micros = Vec::with_capacity(samples);
+    let mut members_found = 0;
+    for i in 0..samples {
+        // A spread of members (even i) and non-members (odd i, ids beyond the cohort).
+        let n = (i as u64).wrapping_mul(2_654_435_761) % size.max(1);
+        let id = if i % 2 == 0 { n } else { size + 1_000_000 + n };
+        let mut user = IndexMap::new();
+        user.insert("user_id".to_owned(), Value::String(format!("user-{id}")));
+        let start = Instant::now();
+        cohorts.enrich(flags, &mut user).await?;
+        micros.push(start.elapsed().as_secs_f64() * 1e6);
+        if let Some(Value::Array(ids)) = user.get("cohort_ids") {
+            members_found += usize::from(!ids.is_empty());
+        }
+    }
+    micros.sort_by(|a, b| a.total_cmp(b));
+    Ok((micros, members_found))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or(f64::NAN)
+}
+
+fn summary(sorted: &[f64]) -> String {
+    format!(
+        r#"{{"p50":{:.1},"p90":{:.1},"p99":{:.1},"max":{:.1}}}"#,
+        percentile(sorted, 0.5),
+        percentile(sorted, 0.9),
+        percentile(sorted, 0.99),
+        percentile(sorted, 1.0)
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(uri), Some(size), Some(samples)) = (args.get(1), args.get(2), args.get(3)) else {
+        anyhow::bail!("usage: lookup_latency <redis-uri> <cohort size> <samples>");
+    };
+    let size: u64 = size.parse()?;
+    let samples: usize = samples.parse()?;
+    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&RedisSettings::new(uri)).await?);
+    let cohorts = Cohorts::new(store, Vec::new());
+    let targeting = flags(COHORT_FLAG)?;
+    let plain = flags(PLAIN_FLAG)?;
+    // Warm the connection pool and both code paths before timing.
+    measure(&cohorts, &targeting, size, 1000).await?;
+    measure(&cohorts, &plain, size, 1000).await?;
+    let (with_lookup, found) = measure(&cohorts, &targeting, size, samples).await?;
+    let (without, _) = measure(&cohorts, &plain, size, samples).await?;
+    println!(
+        r#"{{"samples":{samples},"members_found":{found},"enrich_with_lookup_us":{},"enrich_without_cohort_flags_us":{}}}"#,
+        summary(&with_lookup),
+        summary(&without)
+    );
+    Ok(())
+}
