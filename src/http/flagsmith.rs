@@ -208,6 +208,18 @@ fn identity_response(
     traits: Vec<Trait>,
 ) -> Result<Response, FlagsmithError> {
     let (snapshot, server) = resolve(state, headers)?;
+    let bytes = identity_body(&snapshot, server, identifier, traits);
+    Ok(json_response(StatusCode::OK, bytes))
+}
+
+/// The `/api/v1/identities/` response body for an identity of `snapshot`'s environment,
+/// flags filtered for client keys unless `server` (the handlers' work after key lookup).
+pub fn identity_body(
+    snapshot: &EnvironmentSnapshot,
+    server: bool,
+    identifier: String,
+    traits: Vec<Trait>,
+) -> Bytes {
     let identity = IdentityContext::from_traits(&identifier, &traits);
     let flags = snapshot.identity_flags(&identity, server);
     let mut body = Map::with_capacity(3);
@@ -217,8 +229,7 @@ fn identity_response(
         serde_json::to_value(&traits).unwrap_or_default(),
     );
     body.insert("flags".into(), Value::Array(flags));
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    Ok(json_response(StatusCode::OK, Bytes::from(bytes)))
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 fn is_json_content_type(headers: &HeaderMap) -> bool {
@@ -237,9 +248,9 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// Validates the identities body like the reference's pydantic model; extra fields
-/// (`transient`, …) are ignored.
-fn parse_identity_body(
+/// Validates the `POST /api/v1/identities/` body like the reference's pydantic model into
+/// `(identifier, traits)`; extra fields (`transient`, …) are ignored.
+pub fn parse_identity_body(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(String, Vec<Trait>), FlagsmithError> {
