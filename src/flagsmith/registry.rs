@@ -46,6 +46,43 @@ pub struct EnvironmentSnapshot {
     pub flags_server: Bytes,
     /// `GET /api/v1/flags/?feature=<name>` bodies: (body, visible to client keys).
     pub single_flags: HashMap<String, (Bytes, bool)>,
+    /// How to render each evaluated flag, in the compiled context's result order (`None`
+    /// for a result without feature metadata, which is never rendered).
+    flag_renders: Vec<Option<FlagRender>>,
+    /// A response buffer size that fits most identity bodies without regrowing.
+    identity_body_capacity: usize,
+}
+
+/// The JSON of one identity flag up to its value, precomputed per document version.
+#[derive(Debug, Clone)]
+struct FlagRender {
+    /// `{"feature":{…},"enabled":true,"feature_state_value":`
+    enabled_prefix: Box<[u8]>,
+    /// `{"feature":{…},"enabled":false,"feature_state_value":`
+    disabled_prefix: Box<[u8]>,
+    /// Hidden from client keys (`project.server_key_only_feature_ids`).
+    server_only: bool,
+}
+
+impl FlagRender {
+    fn new(meta: &FeatureMeta) -> Self {
+        let prefix = |enabled: bool| {
+            let mut out = br#"{"feature":"#.to_vec();
+            // Serialising a `Value` into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, &meta.feature);
+            out.extend_from_slice(if enabled {
+                &br#","enabled":true,"feature_state_value":"#[..]
+            } else {
+                &br#","enabled":false,"feature_state_value":"#[..]
+            });
+            out.into_boxed_slice()
+        };
+        Self {
+            enabled_prefix: prefix(true),
+            disabled_prefix: prefix(false),
+            server_only: meta.server_only,
+        }
+    }
 }
 
 impl std::fmt::Debug for EnvironmentSnapshot {
@@ -123,7 +160,21 @@ impl EnvironmentSnapshot {
             flags_client: Bytes::new(),
             flags_server: Bytes::new(),
             single_flags: HashMap::new(),
+            flag_renders: Vec::new(),
+            identity_body_capacity: 0,
         };
+        snapshot.flag_renders = snapshot
+            .compiled
+            .feature_names()
+            .map(|name| snapshot.features.get(name).map(FlagRender::new))
+            .collect();
+        snapshot.identity_body_capacity = snapshot
+            .flag_renders
+            .iter()
+            .flatten()
+            .map(|r| r.enabled_prefix.len() + 24)
+            .sum::<usize>()
+            + 512;
         snapshot.precompute_flags();
         Ok(snapshot)
     }
@@ -154,6 +205,40 @@ impl EnvironmentSnapshot {
     /// Whether a client key sees this flag: not server-only, and not hidden as disabled.
     pub fn visible_to_client(&self, meta: &FeatureMeta, enabled: bool) -> bool {
         !meta.server_only && (enabled || !self.document.project.hide_disabled_flags)
+    }
+
+    /// A starting capacity for an identities response buffer.
+    pub fn identity_body_capacity(&self) -> usize {
+        self.identity_body_capacity
+    }
+
+    /// Evaluates an identity and appends its flags to `out` as a JSON array, filtered for
+    /// client keys unless `server` is set: the bytes of [`EnvironmentSnapshot::identity_flags`]
+    /// serialised, written from fragments precomputed per document version.
+    pub fn write_identity_flags(&self, identity: &IdentityContext, server: bool, out: &mut Vec<u8>) {
+        let flags = self.compiled.evaluate_flags(Some(identity));
+        let hide_disabled = self.document.project.hide_disabled_flags;
+        out.push(b'[');
+        let mut first = true;
+        for (flag, render) in flags.iter().zip(&self.flag_renders) {
+            let Some(render) = render else { continue };
+            if !server && (render.server_only || (!flag.enabled && hide_disabled)) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(if flag.enabled {
+                &render.enabled_prefix[..]
+            } else {
+                &render.disabled_prefix[..]
+            });
+            // Serialising a `Value` into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &*flag.value);
+            out.push(b'}');
+        }
+        out.push(b']');
     }
 
     /// Evaluates an identity and renders its flags, filtered for client keys unless
@@ -412,6 +497,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flagsmith::engine::Trait;
 
     const DOC: &str = r#"{"api_key":"client_key","name":"Development","updated_at":"2024-05-01T10:20:30Z",
       "project":{"segments":[],"hide_disabled_flags":true,"server_key_only_feature_ids":[3]},
@@ -435,6 +521,59 @@ mod tests {
         assert!(s
             .document_json
             .starts_with(br#"{"api_key":"client_key","name""#));
+    }
+
+    /// Segments, a multivariate feature, an identity override, a duplicate feature name,
+    /// server-only and hidden disabled flags, non-ASCII and float values.
+    const RICH_DOC: &str = r#"{"api_key":"ck","name":"Env",
+      "project":{"hide_disabled_flags":true,"server_key_only_feature_ids":[3],"segments":[
+        {"id":10,"name":"gold","rules":[{"type":"ALL","conditions":[],"rules":[{"type":"ANY","rules":[],
+          "conditions":[{"operator":"EQUAL","property_":"plan","value":"gold"}]}]}],
+         "feature_states":[
+          {"feature":{"id":1,"name":"a","type":"STANDARD"},"enabled":false,"feature_state_value":"seg\u00e9\"q","django_id":21,"feature_segment":{"priority":1}},
+          {"feature":{"id":2,"name":"b"},"enabled":true,"feature_state_value":1.5,"django_id":22,"feature_segment":{"priority":1}}]}]},
+      "feature_states":[
+        {"feature":{"id":1,"name":"a","type":"STANDARD"},"enabled":true,"feature_state_value":"x","django_id":11},
+        {"feature":{"id":2,"name":"b"},"enabled":false,"feature_state_value":null,"django_id":12},
+        {"feature":{"id":3,"name":"c","type":"STANDARD"},"enabled":true,"feature_state_value":7,"django_id":13},
+        {"feature":{"id":5,"name":"a","type":"STANDARD"},"enabled":true,"feature_state_value":"dup","django_id":15},
+        {"feature":{"id":4,"name":"mv","type":"MULTIVARIATE"},"enabled":true,"feature_state_value":"control","django_id":14,
+         "multivariate_feature_state_values":[
+          {"id":1,"percentage_allocation":50.0,"multivariate_feature_option":{"id":1,"value":"red"}},
+          {"id":2,"percentage_allocation":50.0,"multivariate_feature_option":{"id":2,"value":{"k":[1,2]}}}]}],
+      "identity_overrides":[{"identifier":"vip","identity_features":[
+        {"feature":{"id":2,"name":"b"},"enabled":true,"feature_state_value":"vip","featurestate_uuid":"u"}]}]}"#;
+
+    #[test]
+    fn written_identity_flags_match_the_json_tree() {
+        let s = EnvironmentSnapshot::build(RICH_DOC.as_bytes()).unwrap();
+        let gold = [Trait {
+            trait_key: "plan".to_owned(),
+            trait_value: json!("gold"),
+        }];
+        let mut checked = 0;
+        for identifier in ["u1", "u2", "u3", "vip", "ü"] {
+            for traits in [&[][..], &gold[..]] {
+                let identity = IdentityContext::from_traits(identifier, traits);
+                for server in [false, true] {
+                    let mut written = Vec::new();
+                    s.write_identity_flags(&identity, server, &mut written);
+                    let tree = serde_json::to_vec(&s.identity_flags(&identity, server)).unwrap();
+                    assert_eq!(
+                        String::from_utf8(written).unwrap(),
+                        String::from_utf8(tree).unwrap(),
+                        "{identifier} {server}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 20);
+        // The cases above are not trivial: client keys lose flags, segments apply.
+        let identity = IdentityContext::from_traits("u1", &gold);
+        let (client, server) = (s.identity_flags(&identity, false), s.identity_flags(&identity, true));
+        assert!(client.len() < server.len());
+        assert_eq!(server[1]["feature_state_value"], json!(1.5));
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! a missing `X-Environment-Key` is a 401 (not a 500), the environment document is only
 //! served to server-side keys (403 for a client-side key), and every 4xx body is JSON.
 
+use std::borrow::Cow;
+
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::request::accepts_gzip;
 use super::AppState;
@@ -123,10 +125,10 @@ fn json_response(status: StatusCode, body: Bytes) -> Response {
 }
 
 /// The request's environment key, as text (`None` when absent).
-fn environment_key(headers: &HeaderMap) -> Option<String> {
+fn environment_key(headers: &HeaderMap) -> Option<Cow<'_, str>> {
     headers
         .get(ENVIRONMENT_KEY_HEADER)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
 }
 
 /// Resolves the key to a loaded environment, or the reference's 401.
@@ -140,7 +142,7 @@ fn resolve(
     match state.flagsmith.lookup(&key) {
         KeyLookup::Ready { snapshot, server } => Ok((snapshot, server)),
         KeyLookup::NotLoaded(client_key) => Err(FlagsmithError::UnknownKey(Some(client_key))),
-        KeyLookup::Unknown => Err(FlagsmithError::UnknownKey(Some(key))),
+        KeyLookup::Unknown => Err(FlagsmithError::UnknownKey(Some(key.into_owned()))),
     }
 }
 
@@ -213,23 +215,25 @@ fn identity_response(
 }
 
 /// The `/api/v1/identities/` response body for an identity of `snapshot`'s environment,
-/// flags filtered for client keys unless `server` (the handlers' work after key lookup).
+/// flags filtered for client keys unless `server` (the handlers' work after key lookup):
+/// `{"identifier":…,"traits":[…],"flags":[…]}`, written directly (no JSON tree).
 pub fn identity_body(
     snapshot: &EnvironmentSnapshot,
     server: bool,
     identifier: String,
     traits: Vec<Trait>,
 ) -> Bytes {
-    let identity = IdentityContext::from_traits(&identifier, &traits);
-    let flags = snapshot.identity_flags(&identity, server);
-    let mut body = Map::with_capacity(3);
-    body.insert("identifier".into(), Value::String(identifier));
-    body.insert(
-        "traits".into(),
-        serde_json::to_value(&traits).unwrap_or_default(),
-    );
-    body.insert("flags".into(), Value::Array(flags));
-    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    let mut out = Vec::with_capacity(snapshot.identity_body_capacity());
+    out.extend_from_slice(br#"{"identifier":"#);
+    // Serialising strings and traits into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &identifier);
+    out.extend_from_slice(br#","traits":"#);
+    let _ = serde_json::to_writer(&mut out, &traits);
+    out.extend_from_slice(br#","flags":"#);
+    let identity = IdentityContext::from_owned_traits(identifier, traits);
+    snapshot.write_identity_flags(&identity, server, &mut out);
+    out.push(b'}');
+    Bytes::from(out)
 }
 
 fn is_json_content_type(headers: &HeaderMap) -> bool {
@@ -263,6 +267,9 @@ pub fn parse_identity_body(
     };
     if !is_json_content_type(headers) {
         return Err(not_object());
+    }
+    if let Ok(FastBody { identifier, traits }) = serde_json::from_slice::<FastBody>(body) {
+        return Ok((identifier, traits));
     }
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         FlagsmithError::validation(
@@ -307,6 +314,120 @@ pub fn parse_identity_body(
         }
     };
     Ok((identifier, traits))
+}
+
+/// The common identities body, parsed without a JSON tree: exactly `identifier` (a
+/// string) and optionally `traits` (a list of `{"trait_key": string, "trait_value":
+/// scalar}`), each key at most once. Anything else (extra or repeated fields, wrong types,
+/// too long values, bad JSON) fails, and [`parse_identity_body`] falls back to the general
+/// path, which gives the same result for what this accepts and the reference's errors
+/// for the rest.
+struct FastBody {
+    identifier: String,
+    traits: Vec<Trait>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum BodyField {
+    Identifier,
+    Traits,
+    #[serde(other)]
+    Other,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum TraitField {
+    TraitKey,
+    TraitValue,
+    #[serde(other)]
+    Other,
+}
+
+/// One trait of a [`FastBody`].
+struct FastTrait(Trait);
+
+fn not_fast<E: serde::de::Error>() -> E {
+    E::custom("not the common identities body")
+}
+
+impl<'de> serde::Deserialize<'de> for FastBody {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = FastBody;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an identities body")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<FastBody, A::Error> {
+                let (mut identifier, mut traits) = (None, None);
+                while let Some(field) = map.next_key::<BodyField>()? {
+                    match field {
+                        BodyField::Identifier if identifier.is_none() => {
+                            identifier = Some(map.next_value::<String>()?);
+                        }
+                        BodyField::Traits if traits.is_none() => {
+                            let list: Vec<FastTrait> = map.next_value()?;
+                            traits = Some(list.into_iter().map(|t| t.0).collect());
+                        }
+                        _ => return Err(not_fast()),
+                    }
+                }
+                Ok(FastBody {
+                    identifier: identifier.ok_or_else(not_fast)?,
+                    traits: traits.unwrap_or_default(),
+                })
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FastTrait {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = FastTrait;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a trait")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<FastTrait, A::Error> {
+                let (mut key, mut value) = (None, None);
+                while let Some(field) = map.next_key::<TraitField>()? {
+                    match field {
+                        TraitField::TraitKey if key.is_none() => {
+                            key = Some(map.next_value::<String>()?);
+                        }
+                        TraitField::TraitValue if value.is_none() => {
+                            let v: Value = map.next_value()?;
+                            let ok = match &v {
+                                Value::String(s) => s.chars().count() <= MAX_TRAIT_VALUE_CHARS,
+                                Value::Array(_) | Value::Object(_) => false,
+                                _ => true,
+                            };
+                            if !ok {
+                                return Err(not_fast());
+                            }
+                            value = Some(v);
+                        }
+                        _ => return Err(not_fast()),
+                    }
+                }
+                Ok(FastTrait(Trait {
+                    trait_key: key.ok_or_else(not_fast)?,
+                    trait_value: value.unwrap_or(Value::Null),
+                }))
+            }
+        }
+        deserializer.deserialize_map(Visit)
+    }
 }
 
 fn parse_trait(index: usize, item: Value) -> Result<Trait, FlagsmithError> {
@@ -384,7 +505,7 @@ pub async fn get_environment_document(
         {
             Err(FlagsmithError::ServerKeyRequired)
         }
-        _ => Err(FlagsmithError::UnknownKey(Some(key))),
+        _ => Err(FlagsmithError::UnknownKey(Some(key.into_owned()))),
     }
 }
 
@@ -437,6 +558,7 @@ pub async fn liveness() -> StatusCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Map;
 
     #[test]
     fn python_repr_quotes_like_python() {
@@ -445,6 +567,95 @@ mod tests {
         assert_eq!(python_repr(Some("ser.x")), "'ser.x'");
         assert_eq!(python_repr(Some("it's")), "\"it's\"");
         assert_eq!(python_repr(Some("a'\"b")), "'a\\'\"b'");
+    }
+
+    #[test]
+    fn identity_body_bytes_match_the_json_tree() {
+        let doc = br#"{"api_key":"ck","name":"Env","project":{"segments":[],"hide_disabled_flags":false},
+          "feature_states":[{"feature":{"id":1,"name":"a","type":"STANDARD"},"enabled":true,
+            "feature_state_value":"x","django_id":11}]}"#;
+        let snapshot = EnvironmentSnapshot::build(doc).unwrap();
+        let (identifier, traits) = parse_identity_body(
+            &HeaderMap::new(),
+            r#"{"identifier":"ü"1","traits":[{"trait_key":"k","trait_value":1.25},{"trait_key":"n"},{"trait_key":"s","trait_value":" "}]}"#.as_bytes(),
+        )
+        .unwrap();
+        let identity = IdentityContext::from_traits(&identifier, &traits);
+        let mut tree = Map::new();
+        tree.insert("identifier".into(), Value::String(identifier.clone()));
+        tree.insert("traits".into(), serde_json::to_value(&traits).unwrap());
+        tree.insert(
+            "flags".into(),
+            Value::Array(snapshot.identity_flags(&identity, false)),
+        );
+        let body = identity_body(&snapshot, false, identifier, traits);
+        assert_eq!(
+            std::str::from_utf8(&body).unwrap(),
+            serde_json::to_string(&tree).unwrap()
+        );
+        assert!(body.ends_with(br#""feature_state_value":"x"}]}"#));
+    }
+
+    /// The general path alone, for comparison with the fast one.
+    fn parse_slow(body: &[u8]) -> Option<(String, Vec<Trait>)> {
+        let Value::Object(mut object) = serde_json::from_slice(body).ok()? else {
+            return None;
+        };
+        let Some(Value::String(identifier)) = object.remove("identifier") else {
+            return None;
+        };
+        let traits = match object.remove("traits") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| parse_trait(i, item))
+                .collect::<Result<_, _>>()
+                .ok()?,
+            Some(_) => return None,
+        };
+        Some((identifier, traits))
+    }
+
+    #[test]
+    fn fast_body_parse_agrees_with_the_general_path() {
+        let long = format!(
+            r#"{{"identifier":"u","traits":[{{"trait_key":"a","trait_value":"{}"}}]}}"#,
+            "é".repeat(2001)
+        );
+        let limit = format!(
+            r#"{{"identifier":"u","traits":[{{"trait_key":"a","trait_value":"{}"}}]}}"#,
+            "é".repeat(2000)
+        );
+        let bodies: Vec<&[u8]> = vec![
+            br#"{"identifier":"u","traits":[{"trait_key":"a","trait_value":1},{"trait_key":"b"}]}"#,
+            br#" {"traits":[{"trait_value":-1.5e3,"trait_key":"a"},{"trait_key":"a","trait_value":null}],"identifier":"ü"} "#,
+            br#"{"identifier":"u","traits":[]}"#,
+            br#"{"identifier":"u"}"#,
+            br#"{"identifier":"u","identifier":"v"}"#,
+            br#"{"identifier":"u","transient":true}"#,
+            br#"{"identifier":"u","traits":null}"#,
+            br#"{"identifier":"u","traits":[{"trait_key":"a","trait_value":true,"x":1}]}"#,
+            br#"{"identifier":"u","traits":[{"trait_key":"a","trait_key":"b"}]}"#,
+            br#"{"identifier":"u","traits":[{"trait_key":"a","trait_value":[1]}]}"#,
+            br#"{"identifier":"u","traits":[{"trait_value":1}]}"#,
+            br#"{"identifier":1}"#,
+            br#"{"identifier":"u"} x"#,
+            br#"[]"#,
+            long.as_bytes(),
+            limit.as_bytes(),
+        ];
+        let mut fast = 0;
+        for body in bodies {
+            let slow = parse_slow(body);
+            if let Ok(FastBody { identifier, traits }) = serde_json::from_slice::<FastBody>(body) {
+                fast += 1;
+                assert_eq!(Some((identifier, traits)), slow, "{}", String::from_utf8_lossy(body));
+            }
+            let full = parse_identity_body(&HeaderMap::new(), body).ok();
+            assert_eq!(full, slow, "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(fast, 5);
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod ops;
 pub mod request;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -214,7 +214,27 @@ struct RequestMetrics {
     /// Latency histograms of `200` responses, by route label index and [`HOT_METHODS`] index:
     /// the common case. Other combinations go through the `metrics` macros.
     ok_latency: Vec<[Histogram; 2]>,
+    /// Flagsmith per-endpoint handles by [`FLAGSMITH_ENDPOINTS`] index, each resolved on
+    /// first use (so a family only appears once its endpoint was called).
+    flagsmith: [FlagsmithHandles; FLAGSMITH_ENDPOINTS.len()],
 }
+
+/// One Flagsmith endpoint's request counter, error counter and latency histogram.
+#[derive(Default)]
+struct FlagsmithHandles {
+    total: OnceLock<Counter>,
+    error: OnceLock<Counter>,
+    seconds: OnceLock<Histogram>,
+}
+
+/// The Flagsmith endpoint labels.
+const FLAGSMITH_ENDPOINTS: [&str; 5] = [
+    "flags",
+    "identities",
+    "environment-document",
+    "health",
+    "liveness",
+];
 
 /// Methods whose `200` latency histograms are resolved in advance.
 const HOT_METHODS: [Method; 2] = [Method::GET, Method::POST];
@@ -246,7 +266,33 @@ impl RequestMetrics {
                 metrics::counter!(m::GET_MEMBERS_REQUEST_ERROR),
             ),
             ok_latency,
+            flagsmith: Default::default(),
         }
+    }
+
+    /// Flagsmith per-endpoint counters and latency (the SDK API's own families, so
+    /// dashboards need not know both spellings of each path).
+    fn record_flagsmith(&self, endpoint: usize, status: StatusCode, seconds: f64) {
+        let (Some(handles), Some(&label)) = (
+            self.flagsmith.get(endpoint),
+            FLAGSMITH_ENDPOINTS.get(endpoint),
+        ) else {
+            return;
+        };
+        handles
+            .total
+            .get_or_init(|| metrics::counter!(m::FLAGSMITH_REQUEST, "endpoint" => label))
+            .increment(1);
+        if !status.is_success() {
+            handles
+                .error
+                .get_or_init(|| metrics::counter!(m::FLAGSMITH_REQUEST_ERROR, "endpoint" => label))
+                .increment(1);
+        }
+        handles
+            .seconds
+            .get_or_init(|| metrics::histogram!(m::FLAGSMITH_REQUEST_SECONDS, "endpoint" => label))
+            .record(seconds);
     }
 
     fn record_latency(&self, method: &Method, route: usize, status: StatusCode, seconds: f64) {
@@ -428,7 +474,7 @@ async fn record_request(
     let elapsed = started.elapsed().as_secs_f64();
     handles.record_latency(&method, route, status, elapsed);
     if let Some(endpoint) = flagsmith {
-        record_flagsmith(endpoint, status, elapsed);
+        handles.record_flagsmith(endpoint, status, elapsed);
     }
     let family = match ROUTE_LABELS.get(route).copied() {
         Some("/sdk/v2/flags") => Some(&handles.get_flags),
@@ -448,26 +494,17 @@ async fn record_request(
     response
 }
 
-/// The Flagsmith endpoint label of a route template (with or without its trailing slash).
-fn flagsmith_endpoint(path: &str) -> Option<&'static str> {
+/// The [`FLAGSMITH_ENDPOINTS`] index of a route template (with or without its trailing
+/// slash).
+fn flagsmith_endpoint(path: &str) -> Option<usize> {
     match path.trim_end_matches('/') {
-        "/api/v1/flags" => Some("flags"),
-        "/api/v1/identities" => Some("identities"),
-        "/api/v1/environment-document" => Some("environment-document"),
-        "/proxy/health" | "/proxy/health/readiness" | "/health" => Some("health"),
-        "/proxy/health/liveness" => Some("liveness"),
+        "/api/v1/flags" => Some(0),
+        "/api/v1/identities" => Some(1),
+        "/api/v1/environment-document" => Some(2),
+        "/proxy/health" | "/proxy/health/readiness" | "/health" => Some(3),
+        "/proxy/health/liveness" => Some(4),
         _ => None,
     }
-}
-
-/// Flagsmith per-endpoint counters and latency (the SDK API's own families, so dashboards
-/// need not know both spellings of each path).
-fn record_flagsmith(endpoint: &'static str, status: axum::http::StatusCode, seconds: f64) {
-    metrics::counter!(m::FLAGSMITH_REQUEST, "endpoint" => endpoint).increment(1);
-    if !status.is_success() {
-        metrics::counter!(m::FLAGSMITH_REQUEST_ERROR, "endpoint" => endpoint).increment(1);
-    }
-    metrics::histogram!(m::FLAGSMITH_REQUEST_SECONDS, "endpoint" => endpoint).record(seconds);
 }
 
 /// Route templates as `'static` labels; the last two are for other matched routes and for

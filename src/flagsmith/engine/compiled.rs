@@ -100,6 +100,37 @@ impl CompiledContext {
 
     /// Evaluates flags and segments for an identity (or none, for environment flags).
     pub fn evaluate(&self, identity: Option<&IdentityContext>) -> EvaluationResult<'_> {
+        let mut segments = Vec::new();
+        let flags = self
+            .evaluate_with(identity, |segment| {
+                segments.push(SegmentResult {
+                    name: Cow::Borrowed(&segment.name),
+                    metadata: segment.metadata.as_ref().map(Cow::Borrowed),
+                });
+            })
+            .into_iter()
+            .map(|flag| (flag.name.clone(), flag))
+            .collect();
+        EvaluationResult { flags, segments }
+    }
+
+    /// The flags of [`CompiledContext::evaluate`] only, in the order of
+    /// [`CompiledContext::feature_names`]: no result map, no segment list (the proxy's
+    /// per-request path).
+    pub fn evaluate_flags(&self, identity: Option<&IdentityContext>) -> Vec<FlagResult<'_>> {
+        self.evaluate_with(identity, |_| {})
+    }
+
+    /// The names of the evaluated features, in result order (one per distinct name).
+    pub fn feature_names(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.features.iter().map(|f| f.name.as_str())
+    }
+
+    fn evaluate_with<'s>(
+        &'s self,
+        identity: Option<&IdentityContext>,
+        mut on_segment: impl FnMut(&'s Segment),
+    ) -> Vec<FlagResult<'s>> {
         let enriched_key = identity.map(|i| match i.key.as_deref() {
             Some(k) if !k.is_empty() => Cow::Borrowed(k),
             _ => Cow::Owned(format!("{}_{}", self.environment.key, i.identifier)),
@@ -110,18 +141,16 @@ impl CompiledContext {
             key: enriched_key.as_deref(),
             json: OnceCell::new(),
         };
-        let mut segments = Vec::new();
         let mut overrides: Vec<Option<(&Feature, &str)>> = vec![None; self.features.len()];
         for segment in &self.segments {
             if !segment.matches(&src) {
                 continue;
             }
-            segments.push(SegmentResult {
-                name: Cow::Borrowed(&segment.name),
-                metadata: segment.metadata.as_ref().map(Cow::Borrowed),
-            });
+            on_segment(segment);
             for (target, feature) in &segment.overrides {
-                let slot = &mut overrides[*target];
+                let Some(slot) = overrides.get_mut(*target) else {
+                    continue;
+                };
                 let stronger = match slot {
                     None => true,
                     Some((current, _)) => priority_lt(feature.priority, current.priority),
@@ -132,19 +161,18 @@ impl CompiledContext {
             }
         }
         let key = enriched_key.as_deref();
-        let flags = self
-            .features
+        self.features
             .iter()
             .zip(overrides)
             .map(|(feature, over)| {
-                let flag = match over {
+                let mut flag = match over {
                     Some((f, reason)) => f.evaluate(key, reason),
                     None => feature.evaluate(key, "DEFAULT"),
                 };
-                (Cow::Borrowed(feature.name.as_str()), flag)
+                flag.name = Cow::Borrowed(feature.name.as_str());
+                flag
             })
-            .collect();
-        EvaluationResult { flags, segments }
+            .collect()
     }
 }
 
@@ -328,7 +356,17 @@ impl Source for EvalSource<'_> {
     }
 
     fn trait_value(&self, key: &str) -> Option<&Value> {
-        self.identity?.traits.get(key)
+        let traits = &self.identity?.traits;
+        // Keys are unique: a scan finds the same entry, without hashing, for the few
+        // traits a request usually carries.
+        if traits.len() <= 8 {
+            traits
+                .iter()
+                .find(|(k, _)| k.as_str() == key)
+                .map(|(_, v)| v)
+        } else {
+            traits.get(key)
+        }
     }
 
     fn json(&self) -> &Value {

@@ -186,6 +186,19 @@ impl IdentityContext {
             traits: map,
         }
     }
+
+    /// [`IdentityContext::from_traits`] taking ownership (no copies of keys and values).
+    pub fn from_owned_traits(identifier: String, traits: Vec<Trait>) -> IdentityContext {
+        let mut map = IndexMap::with_capacity(traits.len());
+        for t in traits {
+            map.insert(t.trait_key, t.trait_value);
+        }
+        IdentityContext {
+            identifier,
+            key: None,
+            traits: map,
+        }
+    }
 }
 
 impl EnvironmentDocument {
