@@ -70,7 +70,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let snapshot = EnvironmentSnapshot::build(&serde_json::to_vec(&doc)?)?;
     let traits: Vec<Value> = (0..5)
         .map(|t| {
-            let value = if t % 2 == 1 { json!(format!("v{t}")) } else { json!(42 + t) };
+            let value = if t % 2 == 1 {
+                json!(format!("v{t}"))
+            } else {
+                json!(42 + t)
+            };
             json!({"trait_key": format!("trait_{t}"), "trait_value": value})
         })
         .collect();

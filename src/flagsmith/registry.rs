@@ -215,7 +215,12 @@ impl EnvironmentSnapshot {
     /// Evaluates an identity and appends its flags to `out` as a JSON array, filtered for
     /// client keys unless `server` is set: the bytes of [`EnvironmentSnapshot::identity_flags`]
     /// serialised, written from fragments precomputed per document version.
-    pub fn write_identity_flags(&self, identity: &IdentityContext, server: bool, out: &mut Vec<u8>) {
+    pub fn write_identity_flags(
+        &self,
+        identity: &IdentityContext,
+        server: bool,
+        out: &mut Vec<u8>,
+    ) {
         let flags = self.compiled.evaluate_flags(Some(identity));
         let hide_disabled = self.document.project.hide_disabled_flags;
         out.push(b'[');
@@ -571,7 +576,10 @@ mod tests {
         assert_eq!(checked, 20);
         // The cases above are not trivial: client keys lose flags, segments apply.
         let identity = IdentityContext::from_traits("u1", &gold);
-        let (client, server) = (s.identity_flags(&identity, false), s.identity_flags(&identity, true));
+        let (client, server) = (
+            s.identity_flags(&identity, false),
+            s.identity_flags(&identity, true),
+        );
         assert!(client.len() < server.len());
         assert_eq!(server[1]["feature_state_value"], json!(1.5));
     }

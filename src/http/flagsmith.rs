@@ -571,13 +571,14 @@ mod tests {
 
     #[test]
     fn identity_body_bytes_match_the_json_tree() {
-        let doc = br#"{"api_key":"ck","name":"Env","project":{"segments":[],"hide_disabled_flags":false},
+        let doc =
+            br#"{"api_key":"ck","name":"Env","project":{"segments":[],"hide_disabled_flags":false},
           "feature_states":[{"feature":{"id":1,"name":"a","type":"STANDARD"},"enabled":true,
             "feature_state_value":"x","django_id":11}]}"#;
         let snapshot = EnvironmentSnapshot::build(doc).unwrap();
         let (identifier, traits) = parse_identity_body(
             &HeaderMap::new(),
-            r#"{"identifier":"ü"1","traits":[{"trait_key":"k","trait_value":1.25},{"trait_key":"n"},{"trait_key":"s","trait_value":" "}]}"#.as_bytes(),
+            r#"{"identifier":"\u00fc\"1","traits":[{"trait_key":"k","trait_value":1.25},{"trait_key":"n"},{"trait_key":"s","trait_value":" "}]}"#.as_bytes(),
         )
         .unwrap();
         let identity = IdentityContext::from_traits(&identifier, &traits);
@@ -629,7 +630,7 @@ mod tests {
         );
         let bodies: Vec<&[u8]> = vec![
             br#"{"identifier":"u","traits":[{"trait_key":"a","trait_value":1},{"trait_key":"b"}]}"#,
-            br#" {"traits":[{"trait_value":-1.5e3,"trait_key":"a"},{"trait_key":"a","trait_value":null}],"identifier":"ü"} "#,
+            br#" {"traits":[{"trait_value":-1.5e3,"trait_key":"a"},{"trait_key":"a","trait_value":null}],"identifier":"\u00fc"} "#,
             br#"{"identifier":"u","traits":[]}"#,
             br#"{"identifier":"u"}"#,
             br#"{"identifier":"u","identifier":"v"}"#,
@@ -650,7 +651,12 @@ mod tests {
             let slow = parse_slow(body);
             if let Ok(FastBody { identifier, traits }) = serde_json::from_slice::<FastBody>(body) {
                 fast += 1;
-                assert_eq!(Some((identifier, traits)), slow, "{}", String::from_utf8_lossy(body));
+                assert_eq!(
+                    Some((identifier, traits)),
+                    slow,
+                    "{}",
+                    String::from_utf8_lossy(body)
+                );
             }
             let full = parse_identity_body(&HeaderMap::new(), body).ok();
             assert_eq!(full, slow, "{}", String::from_utf8_lossy(body));
