@@ -205,6 +205,14 @@ pub fn has_identity(assignment: &Assignment) -> bool {
 /// rules of serde_json and kotlinx alike (so the bytes equal `serde_json::to_string`'s).
 fn escape_into(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
+    // Almost every string needs no escape: one branch-free (vectorisable) scan, one copy.
+    let needs_escape = bytes
+        .iter()
+        .fold(false, |any, &b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if !needs_escape {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &c) in bytes.iter().enumerate() {
         let escaped: &[u8] = match c {

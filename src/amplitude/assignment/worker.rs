@@ -21,6 +21,10 @@ use crate::store::Store;
 
 /// How long a dedup claim lasts: the reference's 24-hour window.
 const CLAIM_TTL: Duration = Duration::from_millis(DAY_MILLIS as u64);
+/// How long the worker lets assignments gather after it drained the queue: at most one
+/// wake-up per this period instead of one per request under load. Events are delayed by it at
+/// most (they wait up to `eventUploadPeriodMillis` for their batch anyway).
+const GATHER: Duration = Duration::from_millis(5);
 
 /// Where "seen in the last 24 hours" is decided.
 #[derive(Clone)]
@@ -195,6 +199,15 @@ impl Worker {
                         break;
                     }
                     self.process(&mut batch).await;
+                    if received < self.batch_limit {
+                        // The queue is drained: let assignments gather for a moment instead of
+                        // waking this task for each one. While it sleeps, the request path's
+                        // `try_send` wakes nothing (no receiver is waiting).
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            () = tokio::time::sleep(GATHER) => {}
+                        }
+                    }
                 }
                 () = due => self.uploader.flush_due().await,
             }
