@@ -206,9 +206,9 @@ pub fn has_identity(assignment: &Assignment) -> bool {
 fn escape_into(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     // Almost every string needs no escape: one branch-free (vectorisable) scan, one copy.
-    let needs_escape = bytes
-        .iter()
-        .fold(false, |any, &b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let needs_escape = bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if !needs_escape {
         out.extend_from_slice(bytes);
         return;
