@@ -23,6 +23,12 @@ Environment knobs (all optional):
   BENCH_ENDPOINTS    comma-separated, default "POST /sdk/v2/vardata,GET /sdk/v2/vardata"
   BENCH_PROXY_BIN    proxy binary (default target/release/evaluation-proxy)
   BENCH_NO_COHORTS   1: drop the workload's cohort-targeting segments (no membership lookups)
+  BENCH_POOL         0 (default): a new user_id per request (every assignment a dedup miss);
+                     N > 0: user_ids drawn from a pool of N users (bench/request_users.lua).
+                     The warm-up and the measurement of a cell share the pool, and the warm-up
+                     first sends N requests, so the measured assignments are dedup hits except
+                     where a pool user's flags change (the workload has none): the common
+                     production path.
 """
 import base64
 import datetime
@@ -173,14 +179,37 @@ def endpoints():
     }
 
 
-def wrk(method, path, headers, parts, nonce, connections, seconds):
+def wrk(method, path, headers, parts, nonce, connections, seconds, pool=0):
     prefix, suffix = parts
     extra = dict(BENCH_PATH=path, BENCH_USER_PREFIX=prefix, BENCH_USER_SUFFIX=suffix,
                  BENCH_USER_PREFIX_B64=base64.b64encode(prefix.encode()).decode(),
                  BENCH_USER_SUFFIX_B64=base64.b64encode(suffix.encode()).decode(),
-                 BENCH_NONCE=nonce)
+                 BENCH_NONCE=nonce, BENCH_POOL=str(pool))
     return run.wrk(run.PROXY_PORT, method, path, headers, None, connections, seconds,
                    lua=LUA, extra_env=extra)
+
+
+def sweep_pool(method, path, headers, parts, nonce, pool):
+    """Sends one request for every user of the pool (one connection, keep-alive), so the
+    measurement that follows finds each of them in the dedup filter."""
+    import http.client
+    prefix, suffix = parts
+    hdrs = dict(h.split(": ", 1) for h in headers)
+    conn = http.client.HTTPConnection("127.0.0.1", run.PROXY_PORT, timeout=10)
+    try:
+        for index in range(pool):
+            user = (prefix + f"{nonce}{index:010d}" + suffix).encode()
+            if method == "POST":
+                conn.request(method, path, body=user, headers=hdrs)
+            else:
+                conn.request(method, path, headers=dict(
+                    hdrs, **{"X-Amp-Exp-User": base64.b64encode(user).decode()}))
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"pool sweep: status {response.status}")
+    finally:
+        conn.close()
 
 
 def metric(name):
@@ -231,16 +260,24 @@ def measure_endpoint(name, knobs, configs, parts, sink, rows):
                 procs[mode] = proc
                 time.sleep(0.5)
                 check_once(method, path, headers, parts)
+                pool = knobs["pool"]
+                cell = nonce()
+                if pool > 0:
+                    sweep_pool(method, path, headers, parts, cell, pool)
                 if knobs["warmup"] > 0:
-                    wrk(method, path, headers, parts, nonce(), 16, knobs["warmup"])
+                    wrk(method, path, headers, parts, cell if pool else nonce(), 16,
+                        knobs["warmup"], pool)
                 time.sleep(0.2)
+                sent0 = metric("amplitude_proxy_assignment_send_total")
                 cpu0 = run.cpu_seconds(proc.pid)
-                r = wrk(method, path, headers, parts, nonce(), knobs["connections"],
-                        knobs["duration"])
+                r = wrk(method, path, headers, parts, cell if pool else nonce(),
+                        knobs["connections"], knobs["duration"], pool)
                 cpu = run.cpu_seconds(proc.pid) - cpu0
                 # Whole-lifetime counts of this fresh proxy (check, warm-up and measurement),
                 # compared with what the sink received: nothing may be lost.
                 sent = metric("amplitude_proxy_assignment_send_total")
+                # Events of the measurement itself (0 on the dedup-hit path once warm).
+                measured_events = sent - sent0
                 dropped = metric("amplitude_proxy_assignment_dropped_total")
                 rss = run.status_kb(proc.pid, "VmRSS") / 1024
                 run.stop(proc)  # SIGTERM flushes the queued events to the sink
@@ -249,12 +286,14 @@ def measure_endpoint(name, knobs, configs, parts, sink, rows):
                 row = {"endpoint": name, "mode": mode, "round": round_no, "wrk": r,
                        "cpu_us_per_req": cpu * 1e6 / max(r["requests"], 1), "rss_mb": rss,
                        "events_queued": sent, "events_dropped": dropped,
+                       "events_in_measurement": measured_events,
                        "sink_posts": posts, "sink_events": events}
                 rows.append(row)
                 print(f"  round {round_no} {mode} {name:22} {r['rps']:8.0f} rps "
                       f"p50 {r['p50_us']/1000:5.2f} ms p99 {r['p99_us']/1000:6.2f} ms "
                       f"err {r['errors']} cpu {row['cpu_us_per_req']:5.1f} us/req "
-                      f"events queued {sent:.0f} dropped {dropped:.0f} received {events}",
+                      f"events queued {sent:.0f} (measured {measured_events:.0f}) dropped "
+                      f"{dropped:.0f} received {events}",
                       flush=True)
     finally:
         for proc in procs.values():
@@ -278,6 +317,7 @@ def summarize(rows, knobs):
                 "cpu_us_per_req": statistics.median(c["cpu_us_per_req"] for c in cells),
                 "requests": sum(c["wrk"]["requests"] for c in cells),
                 "events_queued": sum(c["events_queued"] for c in cells),
+                "events_in_measurement": sum(c["events_in_measurement"] for c in cells),
                 "events_dropped": sum(c["events_dropped"] for c in cells),
                 "sink_events": sum(c["sink_events"] for c in cells),
                 "all_rps": [round(c["wrk"]["rps"]) for c in cells],
@@ -291,11 +331,14 @@ def markdown(meta, knobs, summary):
     lines = [f"Run {meta['date']} on {meta['cpu']} ({meta['nproc']} cores), load average before "
              f"{meta['load_before']}, after {meta['load_after']}; {knobs['rounds']} rounds of "
              f"{' '.join(knobs['modes'])}, {knobs['duration']} s per cell, "
-             f"{knobs['connections']} connections, 50-flag workload, a new user_id per request; "
-             "wrk, the proxy, the sink and redis-server share the cores.", "",
+             f"{knobs['connections']} connections, 50-flag workload, "
+             + (f"user_ids from a pool of {knobs['pool']} (dedup hits after the warm-up sweep); "
+                if knobs["pool"] else "a new user_id per request; ")
+             + "wrk, the proxy, the sink and redis-server share the cores.", "",
              "| Endpoint | mode | median req/s | ratio to A | p50 ms | p99 ms | errors | "
-             "CPU µs/req | requests | events queued | dropped | received by sink | req/s per round |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "CPU µs/req | requests | events queued | of which measured | dropped | "
+             "received by sink | req/s per round |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in knobs["endpoints"]:
         base = summary.get((name, "A"))
         for mode in knobs["modes"]:
@@ -307,6 +350,7 @@ def markdown(meta, knobs, summary):
                 f"| {name} | {mode}: {labels[mode]} | {s['rps']:.0f} | {ratio} | "
                 f"{run.ms(s['p50_us'])} | {run.ms(s['p99_us'])} | {s['errors']} | "
                 f"{s['cpu_us_per_req']:.1f} | {s['requests']} | {s['events_queued']:.0f} | "
+                f"{s['events_in_measurement']:.0f} | "
                 f"{s['events_dropped']:.0f} | {s['sink_events']} | "
                 f"{' '.join(map(str, s['all_rps']))} |")
     lines += ["", "Targets (ratio of median req/s to A, >= 0.90):", ""]
@@ -342,6 +386,7 @@ def main():
         "rounds": int(os.environ.get("BENCH_ROUNDS", "3")),
         "connections": int(os.environ.get("BENCH_CONNECTIONS", "64")),
         "modes": os.environ.get("BENCH_MODES", "A B C D").split(),
+        "pool": int(os.environ.get("BENCH_POOL", "0")),
     }
     wanted = [w.strip() for w in os.environ.get("BENCH_ENDPOINTS", "").split(",") if w.strip()]
     knobs["endpoints"] = [e for e in endpoints() if not wanted or e in wanted]

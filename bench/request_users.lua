@@ -10,9 +10,15 @@
 --   BENCH_USER_PREFIX / BENCH_USER_SUFFIX        raw JSON around the id (POST body)
 --   BENCH_USER_PREFIX_B64 / BENCH_USER_SUFFIX_B64 the same in base64 (GET X-Amp-Exp-User)
 --   BENCH_NONCE         2 characters that make ids unique per measured cell
+--   BENCH_POOL          0 (default): a new id per request; N > 0: ids drawn from a pool of N
+--                       users shared by all wrk threads (each thread walks the pool from its
+--                       own offset with a stride coprime to N), so once a run has sent N
+--                       requests nearly every assignment repeats one seen before: the
+--                       dedup-hit path
 local method = os.getenv("BENCH_METHOD") or "GET"
 local path = os.getenv("BENCH_PATH") or "/"
 local nonce = os.getenv("BENCH_NONCE") or "aa"
+local pool = tonumber(os.getenv("BENCH_POOL") or "0") or 0
 local prefix, suffix = os.getenv("BENCH_USER_PREFIX"), os.getenv("BENCH_USER_SUFFIX")
 local prefix64, suffix64 = os.getenv("BENCH_USER_PREFIX_B64"), os.getenv("BENCH_USER_SUFFIX_B64")
 
@@ -44,9 +50,19 @@ local function b64(s) -- #s is a multiple of 3
 end
 
 local counter = 0
-function request()
+-- 7919 is prime, so for any pool size that it does not divide the walk visits every user.
+local stride = 7919
+local function next_id()
   counter = counter + 1
-  local id = string.format("%s%02d%08d", nonce, tid % 100, counter % 100000000)
+  if pool > 0 then
+    local index = (tid * 104729 + counter * stride) % pool
+    return string.format("%s%010d", nonce, index)
+  end
+  return string.format("%s%02d%08d", nonce, tid % 100, counter % 100000000)
+end
+
+function request()
+  local id = next_id()
   if method == "POST" then
     return wrk.format(method, path, base_headers, prefix .. id .. suffix)
   end

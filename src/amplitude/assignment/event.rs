@@ -9,7 +9,6 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use serde_json::{Map, Value as Json};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::Assignment;
@@ -30,14 +29,47 @@ pub enum EventError {
     NoIdentity,
 }
 
-/// `context.user.{field}` rendered like Kotlin's `toString()`; `None` when missing or null.
-fn user_field<'a>(context: &'a Value, field: &str) -> Option<Cow<'a, str>> {
-    context.get("user")?.get(field).and_then(coerce_string)
-}
-
 /// Kotlin renders a null in a string template as `null`.
 fn or_null(value: Option<&str>) -> &str {
     value.unwrap_or("null")
+}
+
+/// The user's `user_id` and `device_id` (rendered like Kotlin's `toString()`), looked up once
+/// per assignment and shared by the identity check, the dedup digest and the event.
+#[derive(Debug, Clone, Default)]
+pub struct Identity<'a> {
+    /// `context.user.user_id`, `None` when missing or null.
+    pub user_id: Option<Cow<'a, str>>,
+    /// `context.user.device_id`, `None` when missing or null.
+    pub device_id: Option<Cow<'a, str>>,
+}
+
+impl<'a> Identity<'a> {
+    /// Looks both ids up in `context.user` (one lookup of `user`).
+    pub fn of(context: &'a Value) -> Self {
+        let Some(user) = context.get("user") else {
+            return Self::default();
+        };
+        Self {
+            user_id: user.get("user_id").and_then(coerce_string),
+            device_id: user.get("device_id").and_then(coerce_string),
+        }
+    }
+
+    /// Whether Amplitude accepts the user: a non-blank `user_id` or `device_id`.
+    pub fn is_present(&self) -> bool {
+        let present =
+            |id: &Option<Cow<'_, str>>| id.as_deref().is_some_and(|v| !v.trim().is_empty());
+        present(&self.user_id) || present(&self.device_id)
+    }
+
+    fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
+
+    fn device_id(&self) -> Option<&str> {
+        self.device_id.as_deref()
+    }
 }
 
 /// Kotlin's `String.compareTo`: by UTF-16 code units (differs from byte order only above
@@ -64,14 +96,14 @@ fn sorted_results(assignment: &Assignment) -> Vec<(&str, &EvaluatedVariant)> {
 
 /// The canonical dedup key of spec §7.5:
 /// `"{userId?.trim()} {deviceId?.trim()} "` then `"{flagKey.trim()} {variant.trim()} "` per flag
-/// in key order, nulls rendered as `null`.
+/// in key order, nulls rendered as `null`. The worker never builds it: it only needs its
+/// [`java_hash`], which [`canonical_hash`] computes without the string.
 pub fn canonical_key(assignment: &Assignment) -> String {
-    let user_id = user_field(&assignment.context, "user_id");
-    let device_id = user_field(&assignment.context, "device_id");
+    let identity = Identity::of(&assignment.context);
     let mut key = String::with_capacity(64 + 32 * assignment.results.len());
-    key.push_str(or_null(user_id.as_deref().map(str::trim)));
+    key.push_str(or_null(identity.user_id().map(str::trim)));
     key.push(' ');
-    key.push_str(or_null(device_id.as_deref().map(str::trim)));
+    key.push_str(or_null(identity.device_id().map(str::trim)));
     key.push(' ');
     for (flag, variant) in sorted_results(assignment) {
         key.push_str(flag.trim());
@@ -82,50 +114,83 @@ pub fn canonical_key(assignment: &Assignment) -> String {
     key
 }
 
+/// Java's `String.hashCode()` continued over `text` from the running hash `h`.
+fn java_hash_from(h: i32, text: &str) -> i32 {
+    if text.is_ascii() {
+        // ASCII bytes are their own UTF-16 code units.
+        text.bytes()
+            .fold(h, |h, b| h.wrapping_mul(31).wrapping_add(i32::from(b)))
+    } else {
+        text.encode_utf16().fold(h, |h, unit| {
+            h.wrapping_mul(31).wrapping_add(i32::from(unit))
+        })
+    }
+}
+
+/// `java_hash(canonical_key(assignment))`, computed piece by piece without building the key.
+pub fn canonical_hash(assignment: &Assignment, identity: &Identity<'_>) -> i32 {
+    let space = |h: i32| h.wrapping_mul(31).wrapping_add(i32::from(b' '));
+    let mut h = java_hash_from(0, or_null(identity.user_id().map(str::trim)));
+    h = space(h);
+    h = java_hash_from(h, or_null(identity.device_id().map(str::trim)));
+    h = space(h);
+    for (flag, variant) in sorted_results(assignment) {
+        h = space(java_hash_from(h, flag.trim()));
+        h = space(java_hash_from(h, variant.key().trim()));
+    }
+    h
+}
+
 /// The 128-bit dedup identity of an assignment under project `api_key`: the canonical key's
 /// content (trimmed ids, nulls as `null`, each `(flag, variant)` pair) without building it.
 /// Pairs are hashed one by one with XXH3-128 (a fixed algorithm, so every replica and release
 /// agrees) and summed, so their order does not matter and nothing is sorted: this runs for
 /// every assignment, repeats included, and stays a few microseconds with hundreds of flags.
 pub fn dedup_digest(api_key: &str, assignment: &Assignment) -> u128 {
-    let user_id = user_field(&assignment.context, "user_id");
-    let device_id = user_field(&assignment.context, "device_id");
-    let mut buffer: Vec<u8> = Vec::with_capacity(128);
+    let identity = Identity::of(&assignment.context);
+    digest_with(api_key, assignment, &identity, &mut Vec::with_capacity(128))
+}
+
+/// [`dedup_digest`] with the ids already looked up and a scratch buffer the caller reuses.
+pub fn digest_with(
+    api_key: &str,
+    assignment: &Assignment,
+    identity: &Identity<'_>,
+    buffer: &mut Vec<u8>,
+) -> u128 {
+    buffer.clear();
     for part in [
         api_key,
-        or_null(user_id.as_deref().map(str::trim)),
-        or_null(device_id.as_deref().map(str::trim)),
+        or_null(identity.user_id().map(str::trim)),
+        or_null(identity.device_id().map(str::trim)),
     ] {
         buffer.extend_from_slice(part.as_bytes());
         buffer.push(0);
     }
-    let mut digest = xxh3_128(&buffer);
+    let mut digest = xxh3_128(buffer);
     for (flag, variant) in assignment.results.iter() {
         buffer.clear();
         buffer.extend_from_slice(flag.trim().as_bytes());
         buffer.push(0);
         buffer.extend_from_slice(variant.key().trim().as_bytes());
-        digest = digest.wrapping_add(xxh3_128(&buffer));
+        digest = digest.wrapping_add(xxh3_128(buffer));
     }
     digest
 }
 
 /// Java's `String.hashCode()`: `h = 31 * h + c` over UTF-16 code units, wrapping at 32 bits.
 pub fn java_hash(text: &str) -> i32 {
-    text.encode_utf16().fold(0i32, |h, unit| {
-        h.wrapping_mul(31).wrapping_add(i32::from(unit))
-    })
+    java_hash_from(0, text)
 }
 
 /// `"{userId} {deviceId} {javaHash(canonicalKey)} {floor(timestamp / day)}"`: identical
 /// assignments on the same UTC day share it, so Amplitude dedups them too.
 pub fn insert_id(assignment: &Assignment, canonical_key: &str) -> String {
-    let user_id = user_field(&assignment.context, "user_id");
-    let device_id = user_field(&assignment.context, "device_id");
+    let identity = Identity::of(&assignment.context);
     format!(
         "{} {} {} {}",
-        or_null(user_id.as_deref()),
-        or_null(device_id.as_deref()),
+        or_null(identity.user_id()),
+        or_null(identity.device_id()),
         java_hash(canonical_key),
         assignment.timestamp_millis.div_euclid(DAY_MILLIS)
     )
@@ -133,102 +198,232 @@ pub fn insert_id(assignment: &Assignment, canonical_key: &str) -> String {
 
 /// Whether the user has an id Amplitude accepts (a non-blank `user_id` or `device_id`).
 pub fn has_identity(assignment: &Assignment) -> bool {
-    let present =
-        |field| user_field(&assignment.context, field).is_some_and(|id| !id.trim().is_empty());
-    present("user_id") || present("device_id")
+    Identity::of(&assignment.context).is_present()
 }
 
-fn metadata<'a>(variant: &'a EvaluatedVariant, key: &str) -> Option<&'a Value> {
-    variant.metadata().and_then(|m| m.get(key))
+/// Appends the JSON string escape of `text` without quotes: `"`, `\` and U+0000..U+001F, the
+/// rules of serde_json and kotlinx alike (so the bytes equal `serde_json::to_string`'s).
+fn escape_into(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    // Almost every string needs no escape: one branch-free (vectorisable) scan, one copy.
+    let needs_escape = bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    let mut start = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escaped.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(c >> 4)]);
+            out.push(HEX[usize::from(c & 0xf)]);
+        } else {
+            out.extend_from_slice(escaped);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
 }
 
-/// `"v{flagVersion} rule:{segmentName}"`, a missing value rendered as `null`.
-fn details(variant: &EvaluatedVariant) -> String {
-    let part = |key| metadata(variant, key).and_then(coerce_string);
-    format!(
-        "v{} rule:{}",
-        or_null(part("flagVersion").as_deref()),
-        or_null(part("segmentName").as_deref())
-    )
+/// Appends `"text"`.
+fn string_into(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    escape_into(out, text);
+    out.push(b'"');
 }
 
-fn id_json(value: Option<Cow<'_, str>>) -> Json {
-    value.map_or(Json::Null, |v| Json::String(v.into_owned()))
+/// Appends the decimal digits of `n`.
+fn int_into(out: &mut Vec<u8>, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        // `rest % 10` is below 10.
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
-/// `{groupType: groupName}` from the context's groups (the fixed shape, see module docs).
-fn groups(context: &Value) -> Map<String, Json> {
-    let mut groups = Map::new();
-    if let Some(Value::Object(by_type)) = context.get("groups") {
+/// Appends the escaped `coerceString` of `value`, or `null` (spec §7.6 renders a missing
+/// metadata value as `null`); integers and strings without an intermediate allocation.
+fn coerced_into(out: &mut Vec<u8>, value: Option<&Value>) {
+    match value {
+        None | Some(Value::Null) => out.extend_from_slice(b"null"),
+        Some(Value::String(text)) => escape_into(out, text),
+        Some(Value::Int(n)) => int_into(out, *n),
+        Some(other) => escape_into(out, or_null(coerce_string(other).as_deref())),
+    }
+}
+
+/// The metadata fields an event uses, found in one pass over the variant's metadata.
+#[derive(Default)]
+struct EventMetadata<'a> {
+    flag_version: Option<&'a Value>,
+    segment_name: Option<&'a Value>,
+    mutual_exclusion: bool,
+    default: bool,
+}
+
+impl<'a> EventMetadata<'a> {
+    fn of(variant: &'a EvaluatedVariant) -> Self {
+        let mut found = Self::default();
+        for (key, value) in variant.metadata().into_iter().flatten() {
+            match key.as_str() {
+                "flagVersion" => found.flag_version = Some(value),
+                "segmentName" => found.segment_name = Some(value),
+                "flagType" => {
+                    found.mutual_exclusion =
+                        coerce_string(value).as_deref() == Some("mutual-exclusion-group");
+                }
+                "default" => found.default = *value == Value::Bool(true),
+                _ => {}
+            }
+        }
+        found
+    }
+}
+
+/// Serialises events straight to JSON bytes, reusing its scratch buffers from one event to the
+/// next (no `serde_json::Value` tree, one allocation per event: the returned bytes).
+#[derive(Debug, Default)]
+pub struct EventWriter {
+    set: Vec<u8>,
+    unset: Vec<u8>,
+    /// The size of the last event, to allocate the next one once.
+    last_len: usize,
+}
+
+impl EventWriter {
+    /// A writer with empty scratch buffers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The event JSON of an assignment (the bytes `serde_json::to_string(&build_event(..))`
+    /// gives), with `identity` = [`Identity::of`] its context.
+    pub fn write(
+        &mut self,
+        assignment: &Assignment,
+        identity: &Identity<'_>,
+    ) -> Result<Vec<u8>, EventError> {
+        if !identity.is_present() {
+            return Err(EventError::NoIdentity);
+        }
+        let mut out = Vec::with_capacity(self.last_len.max(256) + 64);
+        out.extend_from_slice(b"{\"event_type\":");
+        string_into(&mut out, EVENT_TYPE);
+        out.extend_from_slice(b",\"user_id\":");
+        Self::id_into(&mut out, identity.user_id());
+        out.extend_from_slice(b",\"device_id\":");
+        Self::id_into(&mut out, identity.device_id());
+        out.extend_from_slice(b",\"time\":");
+        int_into(&mut out, assignment.timestamp_millis);
+        out.extend_from_slice(b",\"insert_id\":\"");
+        escape_into(&mut out, or_null(identity.user_id()));
+        out.push(b' ');
+        escape_into(&mut out, or_null(identity.device_id()));
+        out.push(b' ');
+        int_into(&mut out, i64::from(canonical_hash(assignment, identity)));
+        out.push(b' ');
+        int_into(&mut out, assignment.timestamp_millis.div_euclid(DAY_MILLIS));
+        out.extend_from_slice(b"\",\"event_properties\":{");
+        self.set.clear();
+        self.unset.clear();
+        let mut first = true;
+        for (flag, variant) in assignment.results.iter() {
+            let metadata = EventMetadata::of(variant);
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.push(b'"');
+            escape_into(&mut out, flag);
+            out.extend_from_slice(b".variant\":");
+            string_into(&mut out, variant.key());
+            out.extend_from_slice(b",\"");
+            escape_into(&mut out, flag);
+            out.extend_from_slice(b".details\":\"v");
+            coerced_into(&mut out, metadata.flag_version);
+            out.extend_from_slice(b" rule:");
+            coerced_into(&mut out, metadata.segment_name);
+            out.push(b'"');
+            if metadata.mutual_exclusion {
+                continue;
+            }
+            let (target, value) = if metadata.default {
+                (&mut self.unset, "-")
+            } else {
+                (&mut self.set, variant.key())
+            };
+            if !target.is_empty() {
+                target.push(b',');
+            }
+            target.extend_from_slice(b"\"[Experiment] ");
+            escape_into(target, flag);
+            target.extend_from_slice(b"\":");
+            string_into(target, value);
+        }
+        out.extend_from_slice(b"},\"user_properties\":{\"$set\":{");
+        out.extend_from_slice(&self.set);
+        out.extend_from_slice(b"},\"$unset\":{");
+        out.extend_from_slice(&self.unset);
+        out.extend_from_slice(b"}},\"groups\":{");
+        Self::groups_into(&mut out, &assignment.context);
+        out.extend_from_slice(b"},\"library\":");
+        string_into(&mut out, LIBRARY);
+        out.push(b'}');
+        self.last_len = out.len();
+        Ok(out)
+    }
+
+    fn id_into(out: &mut Vec<u8>, id: Option<&str>) {
+        match id {
+            Some(id) => string_into(out, id),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+
+    /// `{groupType: groupName}` from the context's groups (the fixed shape, see module docs).
+    fn groups_into(out: &mut Vec<u8>, context: &Value) {
+        let Some(Value::Object(by_type)) = context.get("groups") else {
+            return;
+        };
+        let mut first = true;
         for (group_type, node) in by_type {
             if let Some(name) = node.get("group_name").and_then(coerce_string) {
-                groups.insert(group_type.clone(), Json::String(name.into_owned()));
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                string_into(out, group_type);
+                out.push(b':');
+                string_into(out, &name);
             }
         }
     }
-    groups
-}
-
-/// `event_properties` and `user_properties` (`$set` / `$unset`) from the results.
-fn properties(assignment: &Assignment) -> (Map<String, Json>, Map<String, Json>) {
-    let mut event = Map::new();
-    let mut set = Map::new();
-    let mut unset = Map::new();
-    for (flag, variant) in assignment.results.iter() {
-        event.insert(
-            format!("{flag}.variant"),
-            Json::String(variant.key().to_owned()),
-        );
-        event.insert(format!("{flag}.details"), Json::String(details(variant)));
-        let flag_type = metadata(variant, "flagType").and_then(coerce_string);
-        if flag_type.as_deref() == Some("mutual-exclusion-group") {
-            continue;
-        }
-        let property = format!("[Experiment] {flag}");
-        if metadata(variant, "default") == Some(&Value::Bool(true)) {
-            unset.insert(property, Json::String("-".to_owned()));
-        } else {
-            set.insert(property, Json::String(variant.key().to_owned()));
-        }
-    }
-    let mut user = Map::new();
-    user.insert("$set".to_owned(), Json::Object(set));
-    user.insert("$unset".to_owned(), Json::Object(unset));
-    (event, user)
-}
-
-/// The event JSON for an assignment whose canonical key is `canonical_key`.
-pub fn build_event(assignment: &Assignment, canonical_key: &str) -> Result<Json, EventError> {
-    if !has_identity(assignment) {
-        return Err(EventError::NoIdentity);
-    }
-    let (event_properties, user_properties) = properties(assignment);
-    let mut event = Map::new();
-    event.insert("event_type".to_owned(), Json::String(EVENT_TYPE.to_owned()));
-    event.insert(
-        "user_id".to_owned(),
-        id_json(user_field(&assignment.context, "user_id")),
-    );
-    event.insert(
-        "device_id".to_owned(),
-        id_json(user_field(&assignment.context, "device_id")),
-    );
-    event.insert("time".to_owned(), Json::from(assignment.timestamp_millis));
-    event.insert(
-        "insert_id".to_owned(),
-        Json::String(insert_id(assignment, canonical_key)),
-    );
-    event.insert(
-        "event_properties".to_owned(),
-        Json::Object(event_properties),
-    );
-    event.insert("user_properties".to_owned(), Json::Object(user_properties));
-    event.insert(
-        "groups".to_owned(),
-        Json::Object(groups(&assignment.context)),
-    );
-    event.insert("library".to_owned(), Json::String(LIBRARY.to_owned()));
-    Ok(Json::Object(event))
 }
 
 #[cfg(test)]
@@ -237,8 +432,98 @@ mod tests {
 
     use serde_json::json;
 
+    use serde_json::{Map, Value as Json};
+
     use super::*;
     use crate::amplitude::engine::{parse_flags, CompiledFlags};
+
+    /// The event as a JSON tree, checking that its `insert_id` hashes `canonical_key` and that
+    /// its bytes equal those of the former tree-based builder ([`reference_event`]).
+    fn build_event(assignment: &Assignment, canonical_key: &str) -> Result<Json, EventError> {
+        let identity = Identity::of(&assignment.context);
+        let bytes = EventWriter::new().write(assignment, &identity)?;
+        let reference = reference_event(assignment, canonical_key);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            serde_json::to_string(&reference).unwrap()
+        );
+        assert_eq!(
+            canonical_hash(assignment, &identity),
+            java_hash(canonical_key)
+        );
+        Ok(serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// `context.user.{field}` rendered like Kotlin's `toString()`; `None` when missing or null.
+    fn user_field<'a>(context: &'a Value, field: &str) -> Option<Cow<'a, str>> {
+        context.get("user")?.get(field).and_then(coerce_string)
+    }
+
+    fn metadata<'a>(variant: &'a EvaluatedVariant, key: &str) -> Option<&'a Value> {
+        variant.metadata().and_then(|m| m.get(key))
+    }
+
+    /// The event built as a `serde_json::Value` tree, field by field: the implementation the
+    /// writer replaced, kept as its oracle.
+    fn reference_event(assignment: &Assignment, canonical_key: &str) -> Json {
+        let id = |field| {
+            user_field(&assignment.context, field)
+                .map_or(Json::Null, |v| Json::String(v.into_owned()))
+        };
+        let details = |variant: &EvaluatedVariant| {
+            let part = |key| metadata(variant, key).and_then(coerce_string);
+            format!(
+                "v{} rule:{}",
+                or_null(part("flagVersion").as_deref()),
+                or_null(part("segmentName").as_deref())
+            )
+        };
+        let mut event_properties = Map::new();
+        let mut set = Map::new();
+        let mut unset = Map::new();
+        for (flag, variant) in assignment.results.iter() {
+            event_properties.insert(format!("{flag}.variant"), Json::from(variant.key()));
+            event_properties.insert(format!("{flag}.details"), Json::String(details(variant)));
+            let flag_type = metadata(variant, "flagType").and_then(coerce_string);
+            if flag_type.as_deref() == Some("mutual-exclusion-group") {
+                continue;
+            }
+            let property = format!("[Experiment] {flag}");
+            if metadata(variant, "default") == Some(&Value::Bool(true)) {
+                unset.insert(property, Json::from("-"));
+            } else {
+                set.insert(property, Json::from(variant.key()));
+            }
+        }
+        let mut groups = Map::new();
+        if let Some(Value::Object(by_type)) = assignment.context.get("groups") {
+            for (group_type, node) in by_type {
+                if let Some(name) = node.get("group_name").and_then(coerce_string) {
+                    groups.insert(group_type.clone(), Json::String(name.into_owned()));
+                }
+            }
+        }
+        let mut user_properties = Map::new();
+        user_properties.insert("$set".to_owned(), Json::Object(set));
+        user_properties.insert("$unset".to_owned(), Json::Object(unset));
+        let mut event = Map::new();
+        event.insert("event_type".to_owned(), Json::from(EVENT_TYPE));
+        event.insert("user_id".to_owned(), id("user_id"));
+        event.insert("device_id".to_owned(), id("device_id"));
+        event.insert("time".to_owned(), Json::from(assignment.timestamp_millis));
+        event.insert(
+            "insert_id".to_owned(),
+            Json::String(insert_id(assignment, canonical_key)),
+        );
+        event.insert(
+            "event_properties".to_owned(),
+            Json::Object(event_properties),
+        );
+        event.insert("user_properties".to_owned(), Json::Object(user_properties));
+        event.insert("groups".to_owned(), Json::Object(groups));
+        event.insert("library".to_owned(), Json::from(LIBRARY));
+        Json::Object(event)
+    }
 
     /// Evaluates `flags` (a `/sdk/v2/flags` array) for `context`, so results carry the real
     /// metadata the engine merges.
@@ -486,5 +771,80 @@ mod tests {
         let key = canonical_key(&a);
         assert_eq!(insert_id(&a, &key), insert_id(&b, &key));
         assert_ne!(insert_id(&a, &key), insert_id(&c, &key));
+    }
+
+    #[test]
+    fn writer_escapes_like_serde_json_and_renders_other_metadata_kinds() {
+        let tricky = "q\"b\\s\n\r\t\u{8}\u{c}\u{1}\u{1f}\u{7f}é😀 end";
+        let quoted = serde_json::to_string(tricky).unwrap();
+        let flags = format!(
+            r#"[{},{},{}]"#,
+            flag(&quoted[1..quoted.len() - 1], "on", r#"{"flagVersion":-12}"#),
+            flag(
+                "dbl",
+                r#"x\"y"#,
+                r#"{"flagVersion":1.5,"flagType":true,"default":"true"}"#
+            ),
+            flag(
+                "arr",
+                "v",
+                r#"{"flagVersion":[1,"a"],"segmentName":{"k":null}}"#
+            ),
+        );
+        let context = serde_json::json!({
+            "user": {"user_id": tricky, "device_id": 42},
+            "groups": {"org": {"group_name": tricky}, "none": {}, "n": {"group_name": 7}},
+        })
+        .to_string();
+        let a = assignment(&context, &flags, -5);
+        let event = build_event(&a, &canonical_key(&a)).unwrap();
+        assert_eq!(event["user_id"], tricky);
+        assert_eq!(event["device_id"], "42");
+        assert_eq!(
+            event["groups"],
+            serde_json::json!({"org": tricky, "n": "7"})
+        );
+        assert_eq!(
+            event["event_properties"]["dbl.details"],
+            "v1.5 rule:All Other Users"
+        );
+        assert_eq!(
+            event["event_properties"]["arr.details"],
+            r#"v[1,"a"] rule:All Other Users"#
+        );
+        for byte in 0u8..0x80 {
+            let text = char::from(byte).to_string();
+            let mut out = Vec::new();
+            string_into(&mut out, &text);
+            assert_eq!(out, serde_json::to_vec(&text).unwrap(), "byte {byte:#x}");
+        }
+        for n in [0, 7, -1, i64::MIN, i64::MAX, 1_700_000_000_123] {
+            let mut out = Vec::new();
+            int_into(&mut out, n);
+            assert_eq!(out, n.to_string().into_bytes());
+        }
+    }
+
+    #[test]
+    fn canonical_hash_equals_the_hash_of_the_key() {
+        for (context, flags) in [
+            (
+                r#"{"user":{"user_id":" u ","device_id":"d"}}"#,
+                format!("[{},{}]", flag(" b ", " x ", "{}"), flag("a", "y", "{}")),
+            ),
+            (
+                r#"{"user":{"device_id":"é"}}"#,
+                format!(
+                    "[{},{}]",
+                    flag("\u{ff21}", "a", "{}"),
+                    flag("\u{1f600}", "b", "{}")
+                ),
+            ),
+            (r#"{"user":{"user_id":"u"}}"#, "[]".to_owned()),
+        ] {
+            let a = assignment(context, &flags, 0);
+            let identity = Identity::of(&a.context);
+            assert_eq!(canonical_hash(&a, &identity), java_hash(&canonical_key(&a)));
+        }
     }
 }

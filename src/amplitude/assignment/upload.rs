@@ -1,7 +1,11 @@
 //! Uploads built events to `{analyticsServerUrl}` as `{"api_key", "events"}` (spec §4.5).
 //!
 //! Events wait in one buffer per project API key until `eventUploadThreshold` of them are
-//! there, or `eventUploadPeriodMillis` after the first one arrived. A batch is retried with
+//! there, or `eventUploadPeriodMillis` after the first one arrived. The threshold is a trigger,
+//! not a batch size: while the worker's queue still holds assignments, a buffer past the
+//! threshold keeps filling, and a request carries up to [`MAX_BATCH_EVENTS`] events and
+//! [`MAX_BATCH_BYTES`] bytes (under the HTTP V2 API's 2000 events and 1 MB), so a deep queue
+//! is uploaded in fewer, larger requests. A batch is retried with
 //! backoff (100, 100, 200, … 3200 ms, then 3200 ms) on 429, 5xx and transport errors or
 //! timeouts until it is delivered or the abort token fires (the end of the shutdown grace
 //! period). A 413 splits the batch in halves; a 400 that names bad events (Amplitude's
@@ -18,12 +22,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
 
+/// Most events one upload request carries (the HTTP V2 API takes fewer than 2000).
+pub const MAX_BATCH_EVENTS: usize = 1000;
+/// Most event bytes one upload request carries (the HTTP V2 API takes less than 1 MB; the
+/// envelope and separators stay within the margin).
+pub const MAX_BATCH_BYTES: usize = 900_000;
+
 /// How to reach the analytics endpoint and when to flush.
 #[derive(Debug, Clone)]
 pub struct UploadSettings {
     /// The full upload URL (`https://api2.amplitude.com/2/httpapi` by default; http allowed).
     pub url: String,
-    /// Events per batch; a buffer this full is sent at once.
+    /// Buffered events that trigger an upload (sent at once unless more assignments are
+    /// queued, see the module docs).
     pub threshold: usize,
     /// Longest time an event waits for its batch to fill.
     pub period: Duration,
@@ -95,8 +106,27 @@ fn bad_indices(body: &str) -> BTreeSet<usize> {
 /// A batch waiting for upload.
 #[derive(Debug)]
 struct Pending {
-    events: Vec<String>,
+    /// Serialised events, oldest first.
+    events: Vec<Vec<u8>>,
+    /// Their total length.
+    bytes: usize,
     since: Instant,
+}
+
+/// Takes the longest prefix of `events` within [`MAX_BATCH_EVENTS`] and [`MAX_BATCH_BYTES`]
+/// (at least one event, however large: a 413 settles that one).
+fn take_batch(events: &mut Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut bytes = 0;
+    let mut count = 0;
+    for event in events.iter().take(MAX_BATCH_EVENTS) {
+        if count > 0 && bytes + event.len() > MAX_BATCH_BYTES {
+            break;
+        }
+        bytes += event.len();
+        count += 1;
+    }
+    let rest = events.split_off(count);
+    std::mem::replace(events, rest)
 }
 
 /// The batching, retrying uploader; owned by the worker task.
@@ -135,19 +165,56 @@ impl Uploader {
             .min()
     }
 
-    /// Buffers one serialised event; sends the buffer when it reaches the threshold.
-    pub async fn push(&mut self, api_key: &Arc<str>, event: String) {
-        let pending = self
-            .pending
-            .entry(Arc::clone(api_key))
-            .or_insert_with(|| Pending {
-                events: Vec::new(),
-                since: Instant::now(),
-            });
+    /// Buffers one serialised event; [`Uploader::flush_ready`] sends it.
+    pub fn push(&mut self, api_key: &Arc<str>, event: Vec<u8>) {
+        let pending = match self.pending.get_mut(api_key) {
+            Some(pending) => pending,
+            None => self
+                .pending
+                .entry(Arc::clone(api_key))
+                .or_insert_with(|| Pending {
+                    events: Vec::new(),
+                    bytes: 0,
+                    since: Instant::now(),
+                }),
+        };
+        pending.bytes += event.len();
         pending.events.push(event);
-        if pending.events.len() >= self.settings.threshold.max(1) {
-            if let Some(pending) = self.pending.remove(api_key) {
-                self.deliver(api_key, pending.events).await;
+    }
+
+    /// Sends full batches: every buffer at the threshold when `queue_empty`, and otherwise
+    /// only what fills a whole request ([`MAX_BATCH_EVENTS`] or [`MAX_BATCH_BYTES`]), so a deep
+    /// queue is uploaded in fewer, larger requests.
+    pub async fn flush_ready(&mut self, queue_empty: bool) {
+        let threshold = self.settings.threshold.max(1);
+        let ready: Vec<Arc<str>> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                let full = p.events.len() >= MAX_BATCH_EVENTS || p.bytes >= MAX_BATCH_BYTES;
+                full || (queue_empty && p.events.len() >= threshold)
+            })
+            .map(|(key, _)| Arc::clone(key))
+            .collect();
+        for key in ready {
+            let Some(mut pending) = self.pending.remove(&key) else {
+                continue;
+            };
+            loop {
+                let batch = take_batch(&mut pending.events);
+                pending.bytes -= batch.iter().map(Vec::len).sum::<usize>();
+                self.deliver(&key, batch).await;
+                let full =
+                    pending.events.len() >= MAX_BATCH_EVENTS || pending.bytes >= MAX_BATCH_BYTES;
+                if pending.events.is_empty()
+                    || !(full || (queue_empty && pending.events.len() >= threshold))
+                {
+                    break;
+                }
+            }
+            if !pending.events.is_empty() {
+                // The rest keeps its first event's deadline.
+                self.pending.insert(key, pending);
             }
         }
     }
@@ -162,28 +229,29 @@ impl Uploader {
             .map(|(key, _)| Arc::clone(key))
             .collect();
         for key in due {
-            if let Some(pending) = self.pending.remove(&key) {
-                self.deliver(&key, pending.events).await;
+            if let Some(mut pending) = self.pending.remove(&key) {
+                while !pending.events.is_empty() {
+                    let batch = take_batch(&mut pending.events);
+                    self.deliver(&key, batch).await;
+                }
             }
         }
     }
 
-    /// Sends everything buffered (shutdown), in threshold-sized batches.
+    /// Sends everything buffered (shutdown), in batches as large as one request takes.
     pub async fn flush_all(&mut self) {
         let all: Vec<(Arc<str>, Pending)> = self.pending.drain().collect();
-        for (key, pending) in all {
-            let mut events = pending.events;
-            while !events.is_empty() {
-                let rest = events.split_off(events.len().min(self.settings.threshold.max(1)));
-                self.deliver(&key, events).await;
-                events = rest;
+        for (key, mut pending) in all {
+            while !pending.events.is_empty() {
+                let batch = take_batch(&mut pending.events);
+                self.deliver(&key, batch).await;
             }
         }
     }
 
     /// Delivers one batch: retries, splits on 413, drops what Amplitude names as bad. Returns
     /// when every event was delivered, refused for good, or (on abort) counted as lost.
-    async fn deliver(&self, api_key: &str, events: Vec<String>) {
+    async fn deliver(&self, api_key: &str, events: Vec<Vec<u8>>) {
         let mut work = vec![events];
         while let Some(batch) = work.pop() {
             if batch.is_empty() {
@@ -202,7 +270,7 @@ impl Uploader {
 
     /// Sends one batch until it is settled; returns the batches still to send (413 halves, or
     /// the good rest of a 400).
-    async fn deliver_one(&self, api_key: &str, batch: Vec<String>) -> Option<Vec<Vec<String>>> {
+    async fn deliver_one(&self, api_key: &str, batch: Vec<Vec<u8>>) -> Option<Vec<Vec<Vec<u8>>>> {
         let mut attempt = 0u32;
         loop {
             let outcome = tokio::select! {
@@ -267,7 +335,7 @@ impl Uploader {
     }
 
     /// One POST.
-    async fn post(&self, api_key: &str, batch: &[String]) -> Outcome {
+    async fn post(&self, api_key: &str, batch: &[Vec<u8>]) -> Outcome {
         let body = batch_body(api_key, batch);
         let response = self
             .client
@@ -328,9 +396,9 @@ fn truncate(body: &str) -> &str {
 }
 
 /// Drops the events at the `bad` indices; returns the rest and how many were dropped.
-fn split_bad(batch: Vec<String>, bad: &BTreeSet<usize>) -> (Vec<String>, usize) {
+fn split_bad<T>(batch: Vec<T>, bad: &BTreeSet<usize>) -> (Vec<T>, usize) {
     let total = batch.len();
-    let good: Vec<String> = batch
+    let good: Vec<T> = batch
         .into_iter()
         .enumerate()
         .filter(|(index, _)| !bad.contains(index))
@@ -341,7 +409,7 @@ fn split_bad(batch: Vec<String>, bad: &BTreeSet<usize>) -> (Vec<String>, usize) 
 }
 
 /// `{"api_key":"…","events":[…]}` from pre-serialised events.
-fn batch_body(api_key: &str, events: &[String]) -> Vec<u8> {
+fn batch_body(api_key: &str, events: &[Vec<u8>]) -> Vec<u8> {
     let size: usize = events.iter().map(|e| e.len() + 1).sum();
     let mut body = Vec::with_capacity(size + api_key.len() + 32);
     body.extend_from_slice(b"{\"api_key\":");
@@ -352,7 +420,7 @@ fn batch_body(api_key: &str, events: &[String]) -> Vec<u8> {
         if index > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(event.as_bytes());
+        body.extend_from_slice(event);
     }
     body.extend_from_slice(b"]}");
     body
@@ -370,7 +438,7 @@ mod tests {
 
     #[test]
     fn body_wraps_events() {
-        let body = batch_body("k\"1", &["{\"a\":1}".into(), "{\"b\":2}".into()]);
+        let body = batch_body("k\"1", &[b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
         let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             parsed,
@@ -404,5 +472,28 @@ mod tests {
         let batch: Vec<String> = (0..4).map(|i| i.to_string()).collect();
         let (good, dropped) = split_bad(batch, &[1, 3, 9].into_iter().collect());
         assert_eq!((good, dropped), (vec!["0".to_owned(), "2".to_owned()], 2));
+    }
+
+    #[test]
+    fn batches_stop_at_the_event_and_byte_caps() {
+        let mut events: Vec<Vec<u8>> = vec![vec![b'x'; 10]; MAX_BATCH_EVENTS + 5];
+        assert_eq!(take_batch(&mut events).len(), MAX_BATCH_EVENTS);
+        assert_eq!(events.len(), 5);
+        let big = MAX_BATCH_BYTES / 3 + 1;
+        let mut events: Vec<Vec<u8>> = vec![vec![b'x'; big]; 4];
+        assert_eq!(
+            take_batch(&mut events).len(),
+            2,
+            "a third would pass the byte cap"
+        );
+        assert_eq!(events.len(), 2);
+        let mut events = vec![vec![b'x'; MAX_BATCH_BYTES * 2], vec![b'y'; 1]];
+        assert_eq!(
+            take_batch(&mut events).len(),
+            1,
+            "one oversized event still goes"
+        );
+        assert_eq!(take_batch(&mut events), vec![vec![b'y'; 1]]);
+        assert!(take_batch(&mut events).is_empty());
     }
 }

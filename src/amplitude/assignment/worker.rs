@@ -11,7 +11,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::event::{build_event, canonical_key, dedup_digest, has_identity, DAY_MILLIS};
+use super::event::{digest_with, EventWriter, Identity, DAY_MILLIS};
 use super::filter::{Clock, LocalFilter};
 use super::upload::{UploadError, UploadSettings, Uploader};
 use super::{ApiKeys, Assignment};
@@ -21,6 +21,10 @@ use crate::store::Store;
 
 /// How long a dedup claim lasts: the reference's 24-hour window.
 const CLAIM_TTL: Duration = Duration::from_millis(DAY_MILLIS as u64);
+/// How long the worker lets assignments gather after it drained the queue: at most one
+/// wake-up per this period instead of one per request under load. Events are delayed by it at
+/// most (they wait up to `eventUploadPeriodMillis` for their batch anyway).
+const GATHER: Duration = Duration::from_millis(5);
 
 /// Where "seen in the last 24 hours" is decided.
 #[derive(Clone)]
@@ -85,6 +89,9 @@ impl Tracker {
             uploader: Uploader::new(settings.upload, abort.clone())?,
             batch_limit,
             abort,
+            writer: EventWriter::new(),
+            scratch: Vec::with_capacity(256),
+            metrics: WorkerMetrics::new(),
         };
         tasks.spawn(worker.run(stop));
         Ok(Self {
@@ -135,6 +142,31 @@ struct Fresh {
     assignment: Assignment,
 }
 
+/// The worker's metric handles, resolved once instead of per assignment.
+struct WorkerMetrics {
+    queue_depth: metrics::Gauge,
+    no_identity: metrics::Counter,
+    send_failure: metrics::Counter,
+    filtered: metrics::Counter,
+    dedup_fallback: metrics::Counter,
+    sent: metrics::Counter,
+    lost: metrics::Counter,
+}
+
+impl WorkerMetrics {
+    fn new() -> Self {
+        Self {
+            queue_depth: metrics::gauge!(m::ASSIGNMENT_QUEUE_DEPTH),
+            no_identity: metrics::counter!(m::ASSIGNMENT_NO_IDENTITY),
+            send_failure: metrics::counter!(m::ASSIGNMENT_SEND_FAILURE),
+            filtered: metrics::counter!(m::ASSIGNMENT_FILTER),
+            dedup_fallback: metrics::counter!(m::ASSIGNMENT_DEDUP_FALLBACK),
+            sent: metrics::counter!(m::ASSIGNMENT_SEND),
+            lost: metrics::counter!(m::ASSIGNMENT_LOST),
+        }
+    }
+}
+
 struct Worker {
     receiver: mpsc::Receiver<Assignment>,
     dedup: Dedup,
@@ -142,6 +174,11 @@ struct Worker {
     uploader: Uploader,
     batch_limit: usize,
     abort: CancellationToken,
+    /// Serialises events; its scratch buffers live as long as the worker.
+    writer: EventWriter,
+    /// Scratch buffer of the dedup digest.
+    scratch: Vec<u8>,
+    metrics: WorkerMetrics,
 }
 
 impl Worker {
@@ -162,6 +199,15 @@ impl Worker {
                         break;
                     }
                     self.process(&mut batch).await;
+                    if received < self.batch_limit {
+                        // The queue is drained: let assignments gather for a moment instead of
+                        // waking this task for each one. While it sleeps, the request path's
+                        // `try_send` wakes nothing (no receiver is waiting).
+                        tokio::select! {
+                            () = stop.cancelled() => break,
+                            () = tokio::time::sleep(GATHER) => {}
+                        }
+                    }
                 }
                 () = due => self.uploader.flush_due().await,
             }
@@ -174,7 +220,7 @@ impl Worker {
         self.receiver.close();
         while self.receiver.recv_many(batch, self.batch_limit).await > 0 {
             if self.abort.is_cancelled() {
-                metrics::counter!(m::ASSIGNMENT_LOST).increment(batch.len() as u64);
+                self.metrics.lost.increment(batch.len() as u64);
                 batch.clear();
                 continue;
             }
@@ -188,30 +234,42 @@ impl Worker {
         );
     }
 
-    /// Dedups a batch of assignments and hands the new ones to the uploader.
+    /// Dedups a batch of assignments, hands the new ones to the uploader, and uploads what is
+    /// ready (larger batches while more assignments wait in the queue).
     async fn process(&mut self, batch: &mut Vec<Assignment>) {
-        metrics::gauge!(m::ASSIGNMENT_QUEUE_DEPTH).set(self.receiver.len() as f64);
-        let mut fresh = Vec::with_capacity(batch.len());
+        self.metrics.queue_depth.set(self.receiver.len() as f64);
+        let mut fresh = Vec::new();
+        let mut filtered = 0;
         for assignment in batch.drain(..) {
-            if !has_identity(&assignment) {
-                metrics::counter!(m::ASSIGNMENT_NO_IDENTITY).increment(1);
-                metrics::counter!(m::ASSIGNMENT_SEND_FAILURE).increment(1);
+            let identity = Identity::of(&assignment.context);
+            if !identity.is_present() {
+                self.metrics.no_identity.increment(1);
+                self.metrics.send_failure.increment(1);
                 continue;
             }
-            let digest = dedup_digest(&assignment.api_key, &assignment);
+            let digest = digest_with(
+                &assignment.api_key,
+                &assignment,
+                &identity,
+                &mut self.scratch,
+            );
             if self
                 .filter
                 .should_track(digest, assignment.timestamp_millis)
             {
                 fresh.push(Fresh { digest, assignment });
             } else {
-                metrics::counter!(m::ASSIGNMENT_FILTER).increment(1);
+                filtered += 1;
             }
+        }
+        if filtered > 0 {
+            self.metrics.filtered.increment(filtered);
         }
         let fresh = self.claim(fresh).await;
         for item in fresh {
-            self.send(item).await;
+            self.send(item);
         }
+        self.uploader.flush_ready(self.receiver.is_empty()).await;
     }
 
     /// Keeps the assignments no other replica sent in the last 24 hours. On a store error the
@@ -231,30 +289,30 @@ impl Worker {
                     if claimed.get(index).copied().unwrap_or(true) {
                         kept.push(item);
                     } else {
-                        metrics::counter!(m::ASSIGNMENT_FILTER).increment(1);
+                        self.metrics.filtered.increment(1);
                     }
                 }
                 kept
             }
             Err(error) => {
-                metrics::counter!(m::ASSIGNMENT_DEDUP_FALLBACK).increment(fresh.len() as u64);
+                self.metrics.dedup_fallback.increment(fresh.len() as u64);
                 tracing::warn!(%error, assignments = fresh.len(), "shared dedup unavailable; using this replica's filter");
                 fresh
             }
         }
     }
 
-    async fn send(&mut self, item: Fresh) {
-        let canonical = canonical_key(&item.assignment);
-        match build_event(&item.assignment, &canonical) {
+    /// Serialises the event and buffers it for upload.
+    fn send(&mut self, item: Fresh) {
+        let identity = Identity::of(&item.assignment.context);
+        match self.writer.write(&item.assignment, &identity) {
             Ok(event) => {
-                metrics::counter!(m::ASSIGNMENT_SEND).increment(1);
-                let text = event.to_string();
-                self.uploader.push(&item.assignment.api_key, text).await;
+                self.metrics.sent.increment(1);
+                self.uploader.push(&item.assignment.api_key, event);
             }
             Err(error) => {
                 tracing::debug!(%error, "assignment not sent");
-                metrics::counter!(m::ASSIGNMENT_SEND_FAILURE).increment(1);
+                self.metrics.send_failure.increment(1);
             }
         }
     }
