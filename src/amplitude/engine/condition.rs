@@ -12,7 +12,7 @@ use super::java;
 use super::model::Condition;
 use super::regex_java::JavaRegex;
 use super::semver::SemanticVersion;
-use super::value::{coerce_string, coerce_string_list, parse_string_list, Value};
+use super::value::{coerce_string, coerced_strings, parse_string_list, Value};
 
 /// The 20 operators (spec §7) plus `Unknown`, which never matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +226,7 @@ impl CompiledCondition {
             (PropView::Scalar(_), op) if op.is_set() => Ok(false),
             (PropView::List(list), _) => {
                 for e in &list.items {
-                    if self.match_string(e)? {
+                    if self.match_string(e.as_ref())? {
                         return Ok(true);
                     }
                 }
@@ -234,17 +234,19 @@ impl CompiledCondition {
             }
             (PropView::Scalar(sc), op) => match op {
                 Op::Less | Op::LessOrEqual | Op::Greater | Op::GreaterOrEqual => {
-                    let x = *sc.number.get_or_init(|| java::parse_double(&sc.text));
-                    Ok(self.compare_numeric_parsed(&sc.text, x))
+                    match *sc.number.get_or_init(|| java::parse_double(sc.text())) {
+                        Some(x) if !self.numbers.is_empty() => Ok(self.compare_numbers(x)),
+                        _ => Ok(self.string_fallback(sc.text())),
+                    }
                 }
                 Op::VersionLess
                 | Op::VersionLessOrEqual
                 | Op::VersionGreater
                 | Op::VersionGreaterOrEqual => {
-                    let v = sc.version.get_or_init(|| SemanticVersion::parse(&sc.text));
-                    Ok(self.compare_version_parsed(&sc.text, v.as_ref()))
+                    let v = sc.version.get_or_init(|| SemanticVersion::parse(sc.text()));
+                    Ok(self.compare_version_parsed(sc.text(), v.as_ref()))
                 }
-                _ => self.match_string(&sc.text),
+                _ => self.match_string(sc.text()),
             },
         }
     }
@@ -321,12 +323,15 @@ impl CompiledCondition {
 
     fn compare_numeric_parsed(&self, s: &str, parsed: Option<f64>) -> bool {
         match parsed {
-            Some(x) if !self.numbers.is_empty() => self
-                .numbers
-                .iter()
-                .any(|d| self.op.accepts(java::compare_doubles(x, *d))),
+            Some(x) if !self.numbers.is_empty() => self.compare_numbers(x),
             _ => self.string_fallback(s),
         }
+    }
+
+    fn compare_numbers(&self, x: f64) -> bool {
+        self.numbers
+            .iter()
+            .any(|d| self.op.accepts(java::compare_doubles(x, *d)))
     }
 
     fn compare_version(&self, s: &str) -> bool {
@@ -354,7 +359,7 @@ impl CompiledCondition {
     }
 
     /// Set operators (spec §7.5); `p` is deduped.
-    fn match_set(&self, p: &PropList) -> bool {
+    fn match_set(&self, p: &PropList<'_>) -> bool {
         match self.op {
             Op::SetIs => self.set_equals(p),
             Op::SetIsNot => !self.set_equals(p),
@@ -366,18 +371,18 @@ impl CompiledCondition {
         }
     }
 
-    fn set_equals(&self, p: &PropList) -> bool {
+    fn set_equals(&self, p: &PropList<'_>) -> bool {
         p.items.len() == self.values.len() && p.items.iter().all(|e| self.is_member(e))
     }
 
-    fn contains_all(&self, p: &PropList) -> bool {
+    fn contains_all(&self, p: &PropList<'_>) -> bool {
         if p.items.len() < self.values.len() {
             return false;
         }
         self.values.iter().all(|v| p.matches_is(v))
     }
 
-    fn contains_any(&self, p: &PropList) -> bool {
+    fn contains_any(&self, p: &PropList<'_>) -> bool {
         self.values.iter().any(|v| p.matches_is(v))
     }
 }
@@ -385,15 +390,16 @@ impl CompiledCondition {
 /// A property coerced to a deduped string list, with `matchesIs(v, P)` support (hashed lazily
 /// when large, so the index is built once per evaluation and shared by all conditions).
 #[derive(Debug, Clone)]
-pub struct PropList {
-    /// Element strings (nulls dropped, deduped, first-seen order).
-    pub items: Vec<String>,
+pub struct PropList<'a> {
+    /// Element strings (nulls dropped, deduped, first-seen order), borrowed from the context
+    /// where they are strings there.
+    pub items: Vec<Cow<'a, str>>,
     has_bool: bool,
-    hashed: OnceCell<HashSet<String>>,
+    hashed: OnceCell<HashSet<Cow<'a, str>>>,
 }
 
-impl PropList {
-    fn new(items: Vec<String>) -> PropList {
+impl<'a> PropList<'a> {
+    fn new(items: Vec<Cow<'a, str>>) -> PropList<'a> {
         let has_bool = items.iter().any(|e| java::is_boolean_like(e));
         PropList {
             items,
@@ -407,7 +413,7 @@ impl PropList {
             return self.items.iter().any(|e| java::equals_ignore_case(e, v));
         }
         if self.items.len() <= 16 {
-            return self.items.iter().any(|e| e == v);
+            return self.items.iter().any(|e| e.as_ref() == v);
         }
         self.hashed
             .get_or_init(|| self.items.iter().cloned().collect())
@@ -416,10 +422,16 @@ impl PropList {
 }
 
 /// A scalar property's coerced string, with its numeric and semver parses memoised.
+///
+/// For a JSON number the string form (Java `Double.toString` for doubles) is only built when a
+/// string operator needs it: numeric operators use the number itself, which is what parsing its
+/// string form gives back (`Long.toString` and `Double.toString` both round-trip).
 #[derive(Debug, Clone)]
 pub struct Scalar<'a> {
-    /// The coerced string.
-    pub text: Cow<'a, str>,
+    /// The coerced string, once known.
+    text: OnceCell<Cow<'a, str>>,
+    /// The number the string form is built from, when built lazily.
+    source: Option<&'a Value>,
     number: OnceCell<Option<f64>>,
     version: OnceCell<Option<SemanticVersion>>,
 }
@@ -427,10 +439,27 @@ pub struct Scalar<'a> {
 impl<'a> Scalar<'a> {
     fn new(text: Cow<'a, str>) -> Scalar<'a> {
         Scalar {
-            text,
+            text: OnceCell::from(text),
+            source: None,
             number: OnceCell::new(),
             version: OnceCell::new(),
         }
+    }
+
+    /// A JSON number: its `parseDouble(coerceString(v))` is known without the string.
+    fn number(v: &'a Value, x: f64) -> Scalar<'a> {
+        Scalar {
+            text: OnceCell::new(),
+            source: Some(v),
+            number: OnceCell::from(Some(x)),
+            version: OnceCell::new(),
+        }
+    }
+
+    /// The coerced string (`coerceString`).
+    pub fn text(&self) -> &str {
+        self.text
+            .get_or_init(|| self.source.and_then(coerce_string).unwrap_or_default())
     }
 }
 
@@ -440,7 +469,7 @@ pub enum PropView<'a> {
     /// Null or missing: `matchNull` applies.
     Null,
     /// An array, or a string that is a `[`-prefixed JSON array: deduped element strings.
-    List(PropList),
+    List(PropList<'a>),
     /// Anything else, as its coerced string.
     Scalar(Scalar<'a>),
 }
@@ -459,10 +488,12 @@ impl<'a> PropView<'a> {
                     String::from_utf8(out).unwrap_or_default(),
                 )))
             }
-            Selected::Value(v @ Value::Array(_)) => match coerce_string_list(v) {
-                Some(l) => PropView::List(PropList::new(l)),
-                None => PropView::Null,
-            },
+            Selected::Value(Value::Array(items)) => {
+                PropView::List(PropList::new(coerced_strings(items)))
+            }
+            // `i as f64` rounds to nearest like `parseDouble(Long.toString(i))`.
+            Selected::Value(v @ Value::Int(i)) => PropView::Scalar(Scalar::number(v, *i as f64)),
+            Selected::Value(v @ Value::Double(d)) => PropView::Scalar(Scalar::number(v, *d)),
             Selected::Value(v) => match coerce_string(v) {
                 Some(s) => PropView::Scalar(Scalar::new(s)),
                 None => PropView::Null,
@@ -472,7 +503,7 @@ impl<'a> PropView<'a> {
 
     fn of_str(s: &'a str) -> PropView<'a> {
         match parse_string_list(s) {
-            Some(list) => PropView::List(PropList::new(list)),
+            Some(list) => PropView::List(PropList::new(list.into_iter().map(Cow::Owned).collect())),
             None => PropView::Scalar(Scalar::new(Cow::Borrowed(s))),
         }
     }

@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 
 use super::condition::{CompiledCondition, Op, PropView, RegexError, Selected};
 use super::model::{Flag, Segment};
-use super::murmur::murmur3_x86_32;
+use super::murmur::MurmurPrefix;
 use super::topo::{sort_indices, CycleError};
 use super::value::{coerce_string, write_json_object, write_json_string, Value};
 
@@ -321,9 +321,10 @@ fn descend<'a>(start: &'a Value, path: &[String]) -> Option<&'a Value> {
     (!cur.is_null()).then_some(cur)
 }
 
-/// Objects up to this size are searched by scanning: cheaper than SipHash-ing the key, and
-/// most context levels (`{user, groups}`, `user_properties`, a group) are this small.
-const LINEAR_LOOKUP_MAX: usize = 8;
+/// Objects up to this size are searched by scanning: cheaper than SipHash-ing the key (only keys
+/// of the same length are compared byte by byte), and most context levels (`{user, groups}`, a
+/// user with its ~15 standard fields, `user_properties`, a group) are this small.
+const LINEAR_LOOKUP_MAX: usize = 32;
 
 /// `map.get(key)`, scanning small maps instead of hashing (keys are unique, same result).
 fn lookup<'a>(map: &'a IndexMap<String, Value>, key: &str) -> Option<&'a Value> {
@@ -467,7 +468,8 @@ struct CAllocation {
 #[derive(Debug, Clone)]
 struct CBucket {
     selector: CompiledSelector,
-    salt: String,
+    /// Murmur state after `salt + "/"`.
+    salt: MurmurPrefix,
     allocations: Vec<CAllocation>,
 }
 
@@ -577,7 +579,7 @@ fn compile_segment(
     });
     let bucket = segment.bucket.as_ref().map(|bk| CBucket {
         selector: CompiledSelector::new(&bk.selector, slots, paths),
-        salt: bk.salt.clone(),
+        salt: MurmurPrefix::new(format!("{}/", bk.salt).as_bytes()),
         allocations: bk
             .allocations
             .iter()
@@ -748,9 +750,11 @@ impl CompiledFlags {
         let mut ctx = EvalContext {
             context,
             paths: &self.paths,
-            cache: vec![None; self.paths.len()],
+            cache: Vec::new(),
             memo: vec![UNKNOWN; self.condition_count],
         };
+        // Not `vec![None; n]`: that clones the (large) entry type element by element.
+        ctx.cache.resize_with(self.paths.len(), || None);
         let mut entries: Vec<(usize, usize)> = Vec::with_capacity(slot_count);
         for i in order {
             let Some(flag) = self.compiled.get(i) else {
@@ -824,23 +828,6 @@ fn match_groups<'a>(
     Ok(false)
 }
 
-/// MurmurHash3 (seed 0) of `salt + "/" + value` without a heap allocation for typical sizes.
-fn hash_key(salt: &[u8], value: &[u8]) -> u32 {
-    let total = salt.len() + 1 + value.len();
-    let mut stack = [0u8; 256];
-    let mut heap = Vec::new();
-    let buf: &mut [u8] = if total <= stack.len() {
-        &mut stack[..total]
-    } else {
-        heap.resize(total, 0);
-        &mut heap
-    };
-    buf[..salt.len()].copy_from_slice(salt);
-    buf[salt.len()] = b'/';
-    buf[salt.len() + 1..].copy_from_slice(value);
-    murmur3_x86_32(buf, 0)
-}
-
 fn bucket<'a>(
     flag: &CFlag,
     seg: &CSegment,
@@ -866,7 +853,7 @@ fn bucket<'a>(
         Some(v) if !v.is_empty() => v,
         _ => return Ok(seg.default),
     };
-    let hash = i64::from(hash_key(bk.salt.as_bytes(), value.as_bytes()));
+    let hash = i64::from(bk.salt.hash(value.as_bytes()));
     let (alloc_value, dist_value) = (hash % 100, hash / 100);
     let bad_range = || EvaluationError::InvalidRange {
         flag: flag.key.to_string(),
