@@ -210,15 +210,25 @@ impl CompiledCondition {
 
     /// Matches a selected property (spec §6). `Err` only for an invalid regex that was reached.
     pub fn matches(&self, prop: Selected<'_>) -> Result<bool, RegexError> {
+        self.matches_ref(prop).map_err(RegexError::clone)
+    }
+
+    /// [`CompiledCondition::matches`] with the error borrowed (a small `Result` on the hot path).
+    pub(crate) fn matches_ref(&self, prop: Selected<'_>) -> Result<bool, &RegexError> {
         if self.op == Op::Unknown {
             return Ok(false);
         }
-        self.matches_view(&PropView::of(prop))
+        self.matches_view_ref(&PropView::of(prop))
     }
 
     /// Matches a property already coerced with [`PropView::of`] (lets callers reuse the coercion
     /// across conditions on the same selector).
     pub fn matches_view(&self, view: &PropView<'_>) -> Result<bool, RegexError> {
+        self.matches_view_ref(view).map_err(RegexError::clone)
+    }
+
+    /// [`CompiledCondition::matches_view`] with the error borrowed.
+    pub(crate) fn matches_view_ref(&self, view: &PropView<'_>) -> Result<bool, &RegexError> {
         match (view, self.op) {
             (_, Op::Unknown) => Ok(false),
             (PropView::Null, _) => Ok(self.match_null()),
@@ -266,7 +276,7 @@ impl CompiledCondition {
     fn is_member(&self, s: &str) -> bool {
         match &self.value_set {
             Some(set) => set.contains(s),
-            None => self.values.iter().any(|v| v == s),
+            None => self.values.iter().any(|v| str_eq(v, s)),
         }
     }
 
@@ -278,7 +288,7 @@ impl CompiledCondition {
         self.is_member(s)
     }
 
-    fn match_string(&self, s: &str) -> Result<bool, RegexError> {
+    fn match_string(&self, s: &str) -> Result<bool, &RegexError> {
         Ok(match self.op {
             Op::Is => self.matches_is(s),
             Op::IsNot => !self.matches_is(s),
@@ -347,12 +357,12 @@ impl CompiledCondition {
         }
     }
 
-    fn regex(&self, s: &str) -> Result<bool, RegexError> {
+    fn regex(&self, s: &str) -> Result<bool, &RegexError> {
         for r in &self.regexes {
             match r {
                 Ok(re) if re.matches(s) => return Ok(true),
                 Ok(_) => {}
-                Err(e) => return Err(e.clone()),
+                Err(e) => return Err(e),
             }
         }
         Ok(false)
@@ -413,7 +423,7 @@ impl<'a> PropList<'a> {
             return self.items.iter().any(|e| java::equals_ignore_case(e, v));
         }
         if self.items.len() <= 16 {
-            return self.items.iter().any(|e| e.as_ref() == v);
+            return self.items.iter().any(|e| str_eq(e, v));
         }
         self.hashed
             .get_or_init(|| self.items.iter().cloned().collect())
@@ -511,8 +521,63 @@ impl<'a> PropView<'a> {
 
 /// ASCII case-insensitive substring test (`needle` is already lowercase).
 fn ascii_icontains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    hay.windows(needle.len())
+        .any(|w| w[0].to_ascii_lowercase() == first && w.eq_ignore_ascii_case(needle))
+}
+
+/// String equality without a `memcmp` call for the short strings conditions compare (ids,
+/// countries, plans): overlapping 8- or 4-byte loads.
+#[inline]
+pub(crate) fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let load8 = |s: &[u8], i: usize| s.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok());
+    let load4 = |s: &[u8], i: usize| s.get(i..i + 4).and_then(|w| <[u8; 4]>::try_from(w).ok());
+    match n {
+        0 => true,
+        1..=3 => a == b,
+        4..=7 => load4(a, 0) == load4(b, 0) && load4(a, n - 4) == load4(b, n - 4),
+        8..=16 => load8(a, 0) == load8(b, 0) && load8(a, n - 8) == load8(b, n - 8),
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn str_eq_agrees_with_eq() {
+        let words: Vec<String> = (0..40)
+            .map(|n| "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF"[..n].to_string())
+            .collect();
+        for a in &words {
+            for b in &words {
+                assert_eq!(str_eq(a, b), a == b, "{a:?} {b:?}");
+                let mut c = b.clone().into_bytes();
+                for i in 0..c.len() {
+                    let orig = c[i];
+                    c[i] = b'!';
+                    let cs = std::str::from_utf8(&c).unwrap_or_default();
+                    assert_eq!(str_eq(a, cs), a == cs, "{a:?} {cs:?}");
+                    c[i] = orig;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn icontains() {
+        assert!(ascii_icontains(b"Jane.Doe@GMAIL.com", b"gmail"));
+        assert!(ascii_icontains(b"x", b""));
+        assert!(!ascii_icontains(b"gmai", b"gmail"));
+        assert!(ascii_icontains(b"ggmail", b"gmail"));
+        assert!(!ascii_icontains(b"test", b"tesu"));
+    }
 }
