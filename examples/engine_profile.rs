@@ -55,8 +55,8 @@ fn run() -> Result<(), String> {
         }
         "parse" => {
             for _ in 0..n {
-                let v = Value::from_json_slice(black_box(&context_json))
-                    .map_err(|e| e.to_string())?;
+                let v =
+                    Value::from_json_slice(black_box(&context_json)).map_err(|e| e.to_string())?;
                 black_box(v);
             }
         }

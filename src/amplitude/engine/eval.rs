@@ -764,7 +764,8 @@ impl CompiledFlags {
             let Some(flag) = self.compiled.get(i) else {
                 continue;
             };
-            let outcome = evaluate_flag(flag, &mut ctx, &results).map_err(|f| f.error(&flag.key))?;
+            let outcome =
+                evaluate_flag(flag, &mut ctx, &results).map_err(|f| f.error(&flag.key))?;
             let Some(result) = outcome else {
                 continue;
             };

@@ -124,7 +124,9 @@ mod tests {
 
     #[test]
     fn prefix_hash_equals_whole_hash() {
-        let bytes: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37).wrapping_add(11)).collect();
+        let bytes: Vec<u8> = (0..40u8)
+            .map(|i| i.wrapping_mul(37).wrapping_add(11))
+            .collect();
         for p in 0..=12 {
             for v in 0..=14 {
                 let (prefix, value) = (&bytes[..p], &bytes[p..p + v]);
