@@ -247,7 +247,7 @@ pub(crate) fn coerced_strings(items: &[Value]) -> Vec<Cow<'_, str>> {
         };
         let dup = match &seen {
             Some(set) => set.contains(s.as_ref()),
-            None => out.iter().any(|e| *e == s),
+            None => out.contains(&s),
         };
         if dup {
             continue;
