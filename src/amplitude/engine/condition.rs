@@ -12,7 +12,7 @@ use super::java;
 use super::model::Condition;
 use super::regex_java::JavaRegex;
 use super::semver::SemanticVersion;
-use super::value::{coerce_string, coerce_string_list, parse_string_list, Value};
+use super::value::{coerce_string, coerced_strings, parse_string_list, Value};
 
 /// The 20 operators (spec §7) plus `Unknown`, which never matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,15 +210,25 @@ impl CompiledCondition {
 
     /// Matches a selected property (spec §6). `Err` only for an invalid regex that was reached.
     pub fn matches(&self, prop: Selected<'_>) -> Result<bool, RegexError> {
+        self.matches_ref(prop).map_err(RegexError::clone)
+    }
+
+    /// [`CompiledCondition::matches`] with the error borrowed (a small `Result` on the hot path).
+    pub(crate) fn matches_ref(&self, prop: Selected<'_>) -> Result<bool, &RegexError> {
         if self.op == Op::Unknown {
             return Ok(false);
         }
-        self.matches_view(&PropView::of(prop))
+        self.matches_view_ref(&PropView::of(prop))
     }
 
     /// Matches a property already coerced with [`PropView::of`] (lets callers reuse the coercion
     /// across conditions on the same selector).
     pub fn matches_view(&self, view: &PropView<'_>) -> Result<bool, RegexError> {
+        self.matches_view_ref(view).map_err(RegexError::clone)
+    }
+
+    /// [`CompiledCondition::matches_view`] with the error borrowed.
+    pub(crate) fn matches_view_ref(&self, view: &PropView<'_>) -> Result<bool, &RegexError> {
         match (view, self.op) {
             (_, Op::Unknown) => Ok(false),
             (PropView::Null, _) => Ok(self.match_null()),
@@ -226,7 +236,7 @@ impl CompiledCondition {
             (PropView::Scalar(_), op) if op.is_set() => Ok(false),
             (PropView::List(list), _) => {
                 for e in &list.items {
-                    if self.match_string(e)? {
+                    if self.match_string(e.as_ref())? {
                         return Ok(true);
                     }
                 }
@@ -234,17 +244,19 @@ impl CompiledCondition {
             }
             (PropView::Scalar(sc), op) => match op {
                 Op::Less | Op::LessOrEqual | Op::Greater | Op::GreaterOrEqual => {
-                    let x = *sc.number.get_or_init(|| java::parse_double(&sc.text));
-                    Ok(self.compare_numeric_parsed(&sc.text, x))
+                    match *sc.number.get_or_init(|| java::parse_double(sc.text())) {
+                        Some(x) if !self.numbers.is_empty() => Ok(self.compare_numbers(x)),
+                        _ => Ok(self.string_fallback(sc.text())),
+                    }
                 }
                 Op::VersionLess
                 | Op::VersionLessOrEqual
                 | Op::VersionGreater
                 | Op::VersionGreaterOrEqual => {
-                    let v = sc.version.get_or_init(|| SemanticVersion::parse(&sc.text));
-                    Ok(self.compare_version_parsed(&sc.text, v.as_ref()))
+                    let v = sc.version.get_or_init(|| SemanticVersion::parse(sc.text()));
+                    Ok(self.compare_version_parsed(sc.text(), v.as_ref()))
                 }
-                _ => self.match_string(&sc.text),
+                _ => self.match_string(sc.text()),
             },
         }
     }
@@ -264,7 +276,7 @@ impl CompiledCondition {
     fn is_member(&self, s: &str) -> bool {
         match &self.value_set {
             Some(set) => set.contains(s),
-            None => self.values.iter().any(|v| v == s),
+            None => self.values.iter().any(|v| str_eq(v, s)),
         }
     }
 
@@ -276,7 +288,7 @@ impl CompiledCondition {
         self.is_member(s)
     }
 
-    fn match_string(&self, s: &str) -> Result<bool, RegexError> {
+    fn match_string(&self, s: &str) -> Result<bool, &RegexError> {
         Ok(match self.op {
             Op::Is => self.matches_is(s),
             Op::IsNot => !self.matches_is(s),
@@ -321,12 +333,15 @@ impl CompiledCondition {
 
     fn compare_numeric_parsed(&self, s: &str, parsed: Option<f64>) -> bool {
         match parsed {
-            Some(x) if !self.numbers.is_empty() => self
-                .numbers
-                .iter()
-                .any(|d| self.op.accepts(java::compare_doubles(x, *d))),
+            Some(x) if !self.numbers.is_empty() => self.compare_numbers(x),
             _ => self.string_fallback(s),
         }
+    }
+
+    fn compare_numbers(&self, x: f64) -> bool {
+        self.numbers
+            .iter()
+            .any(|d| self.op.accepts(java::compare_doubles(x, *d)))
     }
 
     fn compare_version(&self, s: &str) -> bool {
@@ -342,19 +357,19 @@ impl CompiledCondition {
         }
     }
 
-    fn regex(&self, s: &str) -> Result<bool, RegexError> {
+    fn regex(&self, s: &str) -> Result<bool, &RegexError> {
         for r in &self.regexes {
             match r {
                 Ok(re) if re.matches(s) => return Ok(true),
                 Ok(_) => {}
-                Err(e) => return Err(e.clone()),
+                Err(e) => return Err(e),
             }
         }
         Ok(false)
     }
 
     /// Set operators (spec §7.5); `p` is deduped.
-    fn match_set(&self, p: &PropList) -> bool {
+    fn match_set(&self, p: &PropList<'_>) -> bool {
         match self.op {
             Op::SetIs => self.set_equals(p),
             Op::SetIsNot => !self.set_equals(p),
@@ -366,18 +381,18 @@ impl CompiledCondition {
         }
     }
 
-    fn set_equals(&self, p: &PropList) -> bool {
+    fn set_equals(&self, p: &PropList<'_>) -> bool {
         p.items.len() == self.values.len() && p.items.iter().all(|e| self.is_member(e))
     }
 
-    fn contains_all(&self, p: &PropList) -> bool {
+    fn contains_all(&self, p: &PropList<'_>) -> bool {
         if p.items.len() < self.values.len() {
             return false;
         }
         self.values.iter().all(|v| p.matches_is(v))
     }
 
-    fn contains_any(&self, p: &PropList) -> bool {
+    fn contains_any(&self, p: &PropList<'_>) -> bool {
         self.values.iter().any(|v| p.matches_is(v))
     }
 }
@@ -385,15 +400,16 @@ impl CompiledCondition {
 /// A property coerced to a deduped string list, with `matchesIs(v, P)` support (hashed lazily
 /// when large, so the index is built once per evaluation and shared by all conditions).
 #[derive(Debug, Clone)]
-pub struct PropList {
-    /// Element strings (nulls dropped, deduped, first-seen order).
-    pub items: Vec<String>,
+pub struct PropList<'a> {
+    /// Element strings (nulls dropped, deduped, first-seen order), borrowed from the context
+    /// where they are strings there.
+    pub items: Vec<Cow<'a, str>>,
     has_bool: bool,
-    hashed: OnceCell<HashSet<String>>,
+    hashed: OnceCell<HashSet<Cow<'a, str>>>,
 }
 
-impl PropList {
-    fn new(items: Vec<String>) -> PropList {
+impl<'a> PropList<'a> {
+    fn new(items: Vec<Cow<'a, str>>) -> PropList<'a> {
         let has_bool = items.iter().any(|e| java::is_boolean_like(e));
         PropList {
             items,
@@ -407,7 +423,7 @@ impl PropList {
             return self.items.iter().any(|e| java::equals_ignore_case(e, v));
         }
         if self.items.len() <= 16 {
-            return self.items.iter().any(|e| e == v);
+            return self.items.iter().any(|e| str_eq(e, v));
         }
         self.hashed
             .get_or_init(|| self.items.iter().cloned().collect())
@@ -416,10 +432,16 @@ impl PropList {
 }
 
 /// A scalar property's coerced string, with its numeric and semver parses memoised.
+///
+/// For a JSON number the string form (Java `Double.toString` for doubles) is only built when a
+/// string operator needs it: numeric operators use the number itself, which is what parsing its
+/// string form gives back (`Long.toString` and `Double.toString` both round-trip).
 #[derive(Debug, Clone)]
 pub struct Scalar<'a> {
-    /// The coerced string.
-    pub text: Cow<'a, str>,
+    /// The coerced string, once known.
+    text: OnceCell<Cow<'a, str>>,
+    /// The number the string form is built from, when built lazily.
+    source: Option<&'a Value>,
     number: OnceCell<Option<f64>>,
     version: OnceCell<Option<SemanticVersion>>,
 }
@@ -427,10 +449,27 @@ pub struct Scalar<'a> {
 impl<'a> Scalar<'a> {
     fn new(text: Cow<'a, str>) -> Scalar<'a> {
         Scalar {
-            text,
+            text: OnceCell::from(text),
+            source: None,
             number: OnceCell::new(),
             version: OnceCell::new(),
         }
+    }
+
+    /// A JSON number: its `parseDouble(coerceString(v))` is known without the string.
+    fn number(v: &'a Value, x: f64) -> Scalar<'a> {
+        Scalar {
+            text: OnceCell::new(),
+            source: Some(v),
+            number: OnceCell::from(Some(x)),
+            version: OnceCell::new(),
+        }
+    }
+
+    /// The coerced string (`coerceString`).
+    pub fn text(&self) -> &str {
+        self.text
+            .get_or_init(|| self.source.and_then(coerce_string).unwrap_or_default())
     }
 }
 
@@ -440,7 +479,7 @@ pub enum PropView<'a> {
     /// Null or missing: `matchNull` applies.
     Null,
     /// An array, or a string that is a `[`-prefixed JSON array: deduped element strings.
-    List(PropList),
+    List(PropList<'a>),
     /// Anything else, as its coerced string.
     Scalar(Scalar<'a>),
 }
@@ -459,10 +498,12 @@ impl<'a> PropView<'a> {
                     String::from_utf8(out).unwrap_or_default(),
                 )))
             }
-            Selected::Value(v @ Value::Array(_)) => match coerce_string_list(v) {
-                Some(l) => PropView::List(PropList::new(l)),
-                None => PropView::Null,
-            },
+            Selected::Value(Value::Array(items)) => {
+                PropView::List(PropList::new(coerced_strings(items)))
+            }
+            // `i as f64` rounds to nearest like `parseDouble(Long.toString(i))`.
+            Selected::Value(v @ Value::Int(i)) => PropView::Scalar(Scalar::number(v, *i as f64)),
+            Selected::Value(v @ Value::Double(d)) => PropView::Scalar(Scalar::number(v, *d)),
             Selected::Value(v) => match coerce_string(v) {
                 Some(s) => PropView::Scalar(Scalar::new(s)),
                 None => PropView::Null,
@@ -472,7 +513,7 @@ impl<'a> PropView<'a> {
 
     fn of_str(s: &'a str) -> PropView<'a> {
         match parse_string_list(s) {
-            Some(list) => PropView::List(PropList::new(list)),
+            Some(list) => PropView::List(PropList::new(list.into_iter().map(Cow::Owned).collect())),
             None => PropView::Scalar(Scalar::new(Cow::Borrowed(s))),
         }
     }
@@ -480,8 +521,63 @@ impl<'a> PropView<'a> {
 
 /// ASCII case-insensitive substring test (`needle` is already lowercase).
 fn ascii_icontains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    hay.windows(needle.len())
+        .any(|w| w[0].to_ascii_lowercase() == first && w.eq_ignore_ascii_case(needle))
+}
+
+/// String equality without a `memcmp` call for the short strings conditions compare (ids,
+/// countries, plans): overlapping 8- or 4-byte loads.
+#[inline]
+pub(crate) fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let load8 = |s: &[u8], i: usize| s.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok());
+    let load4 = |s: &[u8], i: usize| s.get(i..i + 4).and_then(|w| <[u8; 4]>::try_from(w).ok());
+    match n {
+        0 => true,
+        1..=3 => a == b,
+        4..=7 => load4(a, 0) == load4(b, 0) && load4(a, n - 4) == load4(b, n - 4),
+        8..=16 => load8(a, 0) == load8(b, 0) && load8(a, n - 8) == load8(b, n - 8),
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn str_eq_agrees_with_eq() {
+        let words: Vec<String> = (0..40)
+            .map(|n| "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF"[..n].to_string())
+            .collect();
+        for a in &words {
+            for b in &words {
+                assert_eq!(str_eq(a, b), a == b, "{a:?} {b:?}");
+                let mut c = b.clone().into_bytes();
+                for i in 0..c.len() {
+                    let orig = c[i];
+                    c[i] = b'!';
+                    let cs = std::str::from_utf8(&c).unwrap_or_default();
+                    assert_eq!(str_eq(a, cs), a == cs, "{a:?} {cs:?}");
+                    c[i] = orig;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn icontains() {
+        assert!(ascii_icontains(b"Jane.Doe@GMAIL.com", b"gmail"));
+        assert!(ascii_icontains(b"x", b""));
+        assert!(!ascii_icontains(b"gmai", b"gmail"));
+        assert!(ascii_icontains(b"ggmail", b"gmail"));
+        assert!(!ascii_icontains(b"test", b"tesu"));
+    }
 }

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-use super::condition::{CompiledCondition, Op, PropView, RegexError, Selected};
+use super::condition::{str_eq, CompiledCondition, Op, PropView, RegexError, Selected};
 use super::model::{Flag, Segment};
-use super::murmur::murmur3_x86_32;
+use super::murmur::MurmurPrefix;
 use super::topo::{sort_indices, CycleError};
 use super::value::{coerce_string, write_json_object, write_json_string, Value};
 
@@ -321,14 +321,15 @@ fn descend<'a>(start: &'a Value, path: &[String]) -> Option<&'a Value> {
     (!cur.is_null()).then_some(cur)
 }
 
-/// Objects up to this size are searched by scanning: cheaper than SipHash-ing the key, and
-/// most context levels (`{user, groups}`, `user_properties`, a group) are this small.
-const LINEAR_LOOKUP_MAX: usize = 8;
+/// Objects up to this size are searched by scanning: cheaper than SipHash-ing the key (only keys
+/// of the same length are compared byte by byte), and most context levels (`{user, groups}`, a
+/// user with its ~15 standard fields, `user_properties`, a group) are this small.
+const LINEAR_LOOKUP_MAX: usize = 32;
 
 /// `map.get(key)`, scanning small maps instead of hashing (keys are unique, same result).
 fn lookup<'a>(map: &'a IndexMap<String, Value>, key: &str) -> Option<&'a Value> {
     if map.len() <= LINEAR_LOOKUP_MAX {
-        map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+        map.iter().find(|(k, _)| str_eq(k, key)).map(|(_, v)| v)
     } else {
         map.get(key)
     }
@@ -398,12 +399,12 @@ impl<'a> EvalContext<'a> {
 
     /// [`EvalContext::matches`] remembered per interned condition. Errors are not remembered
     /// (they abort the evaluation anyway).
-    fn matches_memo(
+    fn matches_memo<'c>(
         &mut self,
         id: usize,
         memo: usize,
-        cond: &CompiledCondition,
-    ) -> Result<bool, RegexError> {
+        cond: &'c CompiledCondition,
+    ) -> Result<bool, &'c RegexError> {
         match self.memo.get(memo).copied() {
             Some(MATCHED) => return Ok(true),
             Some(NOT_MATCHED) => return Ok(false),
@@ -416,12 +417,16 @@ impl<'a> EvalContext<'a> {
         Ok(matched)
     }
 
-    fn matches(&mut self, id: usize, cond: &CompiledCondition) -> Result<bool, RegexError> {
+    fn matches<'c>(
+        &mut self,
+        id: usize,
+        cond: &'c CompiledCondition,
+    ) -> Result<bool, &'c RegexError> {
         match self.entry(id) {
-            None => cond.matches(Selected::Null),
+            None => cond.matches_ref(Selected::Null),
             Some(entry) => {
                 let sel = entry.0;
-                cond.matches_view(entry.1.get_or_insert_with(|| PropView::of(sel)))
+                cond.matches_view_ref(entry.1.get_or_insert_with(|| PropView::of(sel)))
             }
         }
     }
@@ -467,7 +472,8 @@ struct CAllocation {
 #[derive(Debug, Clone)]
 struct CBucket {
     selector: CompiledSelector,
-    salt: String,
+    /// Murmur state after `salt + "/"`.
+    salt: MurmurPrefix,
     allocations: Vec<CAllocation>,
 }
 
@@ -577,7 +583,7 @@ fn compile_segment(
     });
     let bucket = segment.bucket.as_ref().map(|bk| CBucket {
         selector: CompiledSelector::new(&bk.selector, slots, paths),
-        salt: bk.salt.clone(),
+        salt: MurmurPrefix::new(format!("{}/", bk.salt).as_bytes()),
         allocations: bk
             .allocations
             .iter()
@@ -748,15 +754,19 @@ impl CompiledFlags {
         let mut ctx = EvalContext {
             context,
             paths: &self.paths,
-            cache: vec![None; self.paths.len()],
+            cache: Vec::with_capacity(self.paths.len()),
             memo: vec![UNKNOWN; self.condition_count],
         };
+        // Not `vec![None; n]`: that clones the (large) entry type element by element.
+        ctx.cache.resize_with(self.paths.len(), || None);
         let mut entries: Vec<(usize, usize)> = Vec::with_capacity(slot_count);
         for i in order {
             let Some(flag) = self.compiled.get(i) else {
                 continue;
             };
-            let Some(result) = evaluate_flag(flag, &mut ctx, &results)? else {
+            let outcome =
+                evaluate_flag(flag, &mut ctx, &results).map_err(|f| f.error(&flag.key))?;
+            let Some(result) = outcome else {
                 continue;
             };
             let Some(slot) = results.slots.get_mut(flag.slot) else {
@@ -777,30 +787,51 @@ impl CompiledFlags {
     }
 }
 
-fn evaluate_flag<'a>(
-    flag: &CFlag,
+/// Why a flag's evaluation failed, borrowed from the compiled flags (small, so the hot path's
+/// `Result`s stay in registers); turned into an [`EvaluationError`] with the flag key.
+enum Fail<'c> {
+    Regex(&'c RegexError),
+    Range,
+}
+
+impl Fail<'_> {
+    fn error(self, flag: &str) -> EvaluationError {
+        match self {
+            Fail::Regex(e) => EvaluationError::InvalidRegex {
+                flag: flag.to_string(),
+                pattern: e.pattern.clone(),
+                message: e.message.clone(),
+            },
+            Fail::Range => EvaluationError::InvalidRange {
+                flag: flag.to_string(),
+            },
+        }
+    }
+}
+
+fn evaluate_flag<'a, 'c>(
+    flag: &'c CFlag,
     ctx: &mut EvalContext<'a>,
     results: &SlotResults<'a>,
-) -> Result<Outcome, EvaluationError> {
+) -> Result<Outcome, Fail<'c>> {
     for seg in &flag.segments {
         if let Some(groups) = &seg.conditions {
-            if !match_groups(flag, groups, ctx, results)? {
+            if !match_groups(groups, ctx, results)? {
                 continue;
             }
         }
-        if let Some(outcome) = bucket(flag, seg, ctx, results)? {
+        if let Some(outcome) = bucket(seg, ctx, results)? {
             return Ok(Some(outcome));
         }
     }
     Ok(None)
 }
 
-fn match_groups<'a>(
-    flag: &CFlag,
-    groups: &[Vec<CCondition>],
+fn match_groups<'a, 'c>(
+    groups: &'c [Vec<CCondition>],
     ctx: &mut EvalContext<'a>,
     results: &SlotResults<'a>,
-) -> Result<bool, EvaluationError> {
+) -> Result<bool, Fail<'c>> {
     'groups: for group in groups {
         for c in group {
             let matched = match &c.selector {
@@ -808,13 +839,9 @@ fn match_groups<'a>(
                     Some(memo) => ctx.matches_memo(*id, memo, &c.cond),
                     None => ctx.matches(*id, &c.cond),
                 },
-                other => c.cond.matches(other.select(ctx, results)),
+                other => c.cond.matches_ref(other.select(ctx, results)),
             };
-            let ok = matched.map_err(|e| EvaluationError::InvalidRegex {
-                flag: flag.key.to_string(),
-                pattern: e.pattern,
-                message: e.message,
-            })?;
+            let ok = matched.map_err(Fail::Regex)?;
             if !ok {
                 continue 'groups;
             }
@@ -824,29 +851,11 @@ fn match_groups<'a>(
     Ok(false)
 }
 
-/// MurmurHash3 (seed 0) of `salt + "/" + value` without a heap allocation for typical sizes.
-fn hash_key(salt: &[u8], value: &[u8]) -> u32 {
-    let total = salt.len() + 1 + value.len();
-    let mut stack = [0u8; 256];
-    let mut heap = Vec::new();
-    let buf: &mut [u8] = if total <= stack.len() {
-        &mut stack[..total]
-    } else {
-        heap.resize(total, 0);
-        &mut heap
-    };
-    buf[..salt.len()].copy_from_slice(salt);
-    buf[salt.len()] = b'/';
-    buf[salt.len() + 1..].copy_from_slice(value);
-    murmur3_x86_32(buf, 0)
-}
-
-fn bucket<'a>(
-    flag: &CFlag,
-    seg: &CSegment,
+fn bucket<'a, 'c>(
+    seg: &'c CSegment,
     ctx: &mut EvalContext<'a>,
     results: &SlotResults<'a>,
-) -> Result<Outcome, EvaluationError> {
+) -> Result<Outcome, Fail<'c>> {
     let Some(bk) = &seg.bucket else {
         return Ok(seg.default);
     };
@@ -866,16 +875,13 @@ fn bucket<'a>(
         Some(v) if !v.is_empty() => v,
         _ => return Ok(seg.default),
     };
-    let hash = i64::from(hash_key(bk.salt.as_bytes(), value.as_bytes()));
+    let hash = i64::from(bk.salt.hash(value.as_bytes()));
     let (alloc_value, dist_value) = (hash % 100, hash / 100);
-    let bad_range = || EvaluationError::InvalidRange {
-        flag: flag.key.to_string(),
-    };
     for a in &bk.allocations {
-        let (start, end) = a.range.ok_or_else(bad_range)?;
+        let (start, end) = a.range.ok_or(Fail::Range)?;
         if i64::from(start) <= alloc_value && alloc_value < i64::from(end) {
             for d in &a.distributions {
-                let (ds, de) = d.range.ok_or_else(bad_range)?;
+                let (ds, de) = d.range.ok_or(Fail::Range)?;
                 if i64::from(ds) <= dist_value && dist_value < i64::from(de) {
                     return Ok(d.outcome);
                 }

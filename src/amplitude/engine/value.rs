@@ -231,27 +231,35 @@ fn lenient_value(node: &Node<'_>) -> Value {
 
 /// Coerces elements to strings, dropping nulls and duplicates (first-seen order kept).
 fn strings_of(items: &[Value]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(items.len());
-    let mut seen: Option<std::collections::HashSet<String>> = None;
+    coerced_strings(items)
+        .into_iter()
+        .map(Cow::into_owned)
+        .collect()
+}
+
+/// [`coerce_string_list`] of an array, borrowing the elements that are strings.
+pub(crate) fn coerced_strings(items: &[Value]) -> Vec<Cow<'_, str>> {
+    let mut out: Vec<Cow<'_, str>> = Vec::with_capacity(items.len());
+    let mut seen: Option<std::collections::HashSet<Cow<'_, str>>> = None;
     for v in items {
         let Some(s) = coerce_string(v) else {
             continue;
         };
         let dup = match &seen {
             Some(set) => set.contains(s.as_ref()),
-            None => out.iter().any(|e| *e == s),
+            None => out.contains(&s),
         };
         if dup {
             continue;
         }
         if let Some(set) = &mut seen {
-            set.insert(s.to_string());
+            set.insert(s.clone());
         } else if out.len() >= 16 {
-            let mut set: std::collections::HashSet<String> = out.iter().cloned().collect();
-            set.insert(s.to_string());
+            let mut set: std::collections::HashSet<Cow<'_, str>> = out.iter().cloned().collect();
+            set.insert(s.clone());
             seen = Some(set);
         }
-        out.push(s.into_owned());
+        out.push(s);
     }
     out
 }
