@@ -144,8 +144,9 @@ pub fn canonical_hash(assignment: &Assignment, identity: &Identity<'_>) -> i32 {
 /// The 128-bit dedup identity of an assignment under project `api_key`: the canonical key's
 /// content (trimmed ids, nulls as `null`, each `(flag, variant)` pair) without building it.
 /// Pairs are hashed one by one with XXH3-128 (a fixed algorithm, so every replica and release
-/// agrees) and summed, so their order does not matter and nothing is sorted: this runs for
-/// every assignment, repeats included, and stays a few microseconds with hundreds of flags.
+/// agrees) and summed, so their order does not matter and nothing is sorted. The pair hashes
+/// are computed once per config version by the engine ([`crate::amplitude::engine::flag_variant_digest`]): this runs for
+/// every assignment, repeats included, so per request it is one hash and a sum.
 pub fn dedup_digest(api_key: &str, assignment: &Assignment) -> u128 {
     let identity = Identity::of(&assignment.context);
     digest_with(api_key, assignment, &identity, &mut Vec::with_capacity(128))
@@ -167,15 +168,11 @@ pub fn digest_with(
         buffer.extend_from_slice(part.as_bytes());
         buffer.push(0);
     }
-    let mut digest = xxh3_128(buffer);
-    for (flag, variant) in assignment.results.iter() {
-        buffer.clear();
-        buffer.extend_from_slice(flag.trim().as_bytes());
-        buffer.push(0);
-        buffer.extend_from_slice(variant.key().trim().as_bytes());
-        digest = digest.wrapping_add(xxh3_128(buffer));
-    }
-    digest
+    let digest = xxh3_128(buffer);
+    assignment
+        .results
+        .flag_variant_digests()
+        .fold(digest, u128::wrapping_add)
 }
 
 /// Java's `String.hashCode()`: `h = 31 * h + c` over UTF-16 code units, wrapping at 32 bits.
@@ -823,6 +820,16 @@ mod tests {
             int_into(&mut out, n);
             assert_eq!(out, n.to_string().into_bytes());
         }
+    }
+
+    #[test]
+    fn dedup_digest_is_the_sum_of_the_identity_and_pair_hashes() {
+        let flags = format!("[{},{}]", flag(" b ", " x ", "{}"), flag("a", "y", "{}"));
+        let a = assignment(r#"{"user":{"user_id":" u ","device_id":"d"}}"#, &flags, 0);
+        let expected = xxh3_128(b"key\0u\0d\0")
+            .wrapping_add(xxh3_128(b"b\0x"))
+            .wrapping_add(xxh3_128(b"a\0y"));
+        assert_eq!(dedup_digest("key", &a), expected);
     }
 
     #[test]

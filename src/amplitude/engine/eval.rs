@@ -144,6 +144,20 @@ struct ResultTable {
     keys_json: Vec<Box<[u8]>>,
     /// Every distinct (flag, segment, variant) result.
     variants: Vec<EvaluatedVariant>,
+    /// [`flag_variant_digest`] of each entry of `variants` with its flag's key.
+    digests: Vec<u128>,
+}
+
+/// A stable 128-bit fingerprint of a (flag key, variant key) pair: XXH3-128 of
+/// `flagKey.trim() 0x00 variantKey.trim()`. Assignment dedup sums these per evaluation
+/// (order-independent); the table computes them once per config version, not per request.
+pub fn flag_variant_digest(flag_key: &str, variant_key: &str) -> u128 {
+    let (flag, variant) = (flag_key.trim().as_bytes(), variant_key.trim().as_bytes());
+    let mut buffer = Vec::with_capacity(flag.len() + variant.len() + 1);
+    buffer.extend_from_slice(flag);
+    buffer.push(0);
+    buffer.extend_from_slice(variant);
+    xxhash_rust::xxh3::xxh3_128(&buffer)
 }
 
 /// Ordered flagKey → variant map (insertion order = order of first evaluation).
@@ -171,6 +185,13 @@ impl EvaluationResults {
     fn entry(&self, slot: usize, variant: usize) -> Option<(&str, &EvaluatedVariant)> {
         let key = self.table.keys.get(slot)?;
         Some((&**key, self.table.variants.get(variant)?))
+    }
+
+    /// [`flag_variant_digest`] of each entry, in evaluation order (precomputed per config).
+    pub fn flag_variant_digests(&self) -> impl Iterator<Item = u128> + '_ {
+        self.entries
+            .iter()
+            .filter_map(|&(_, v)| self.table.digests.get(v).copied())
     }
 
     /// The result for one flag key.
@@ -662,14 +683,24 @@ impl CompiledFlags {
         let mut paths = PathInterner::default();
         let compiled = flags
             .iter()
-            .map(|f| CFlag {
-                key: f.key.as_str().into(),
-                slot: slots.get(&f.key).copied().unwrap_or(0),
-                segments: f
+            .map(|f| {
+                let segments = f
                     .segments
                     .iter()
                     .map(|s| compile_segment(f, s, &slots, &mut paths, &mut table.variants))
-                    .collect(),
+                    .collect();
+                // Every variant added since the last flag belongs to `f`.
+                let new_variants = &table.variants[table.digests.len()..];
+                let digests: Vec<u128> = new_variants
+                    .iter()
+                    .map(|v| flag_variant_digest(&f.key, v.key()))
+                    .collect();
+                table.digests.extend(digests);
+                CFlag {
+                    key: f.key.as_str().into(),
+                    slot: slots.get(&f.key).copied().unwrap_or(0),
+                    segments,
+                }
             })
             .collect();
         let all_order = sort_indices(

@@ -30,7 +30,9 @@ mod topo;
 mod value;
 
 pub use condition::{CompiledCondition, Op, PropList, PropView, RegexError, Scalar, Selected};
-pub use eval::{CompiledFlags, EvaluatedVariant, EvaluationError, EvaluationResults};
+pub use eval::{
+    flag_variant_digest, CompiledFlags, EvaluatedVariant, EvaluationError, EvaluationResults,
+};
 pub use model::{
     parse_flag, parse_flags, Allocation, Bucket, Condition, Distribution, Flag, FlagParseError,
     Segment, Variant,
