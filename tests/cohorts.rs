@@ -273,6 +273,15 @@ async fn two_replicas_on_one_redis_download_each_cohort_once() {
     b.stop().await;
 }
 
+/// `user-flag` of users u1, u2 and u3.
+async fn state(app: &TestApp) -> (String, String, String) {
+    (
+        user_variant(app, "u1").await,
+        user_variant(app, "u2").await,
+        user_variant(app, "u3").await,
+    )
+}
+
 /// Both replicas cache membership lookups; a changed cohort must reach each one through the
 /// change signal, within a second of the first replica serving it.
 #[tokio::test]
@@ -291,16 +300,6 @@ async fn a_changed_cohort_is_seen_on_every_replica_within_a_second() {
     let (a, b) = tokio::join!(TestApp::spawn(&yaml, &[]), TestApp::spawn(&yaml, &[]));
     a.wait_ready().await;
     b.wait_ready().await;
-    let state = |app: &TestApp| {
-        let app = app;
-        async move {
-            (
-                user_variant(app, "u1").await,
-                user_variant(app, "u2").await,
-                user_variant(app, "u3").await,
-            )
-        }
-    };
     let old = ("on".to_owned(), "off".to_owned(), "on".to_owned());
     let new = ("off".to_owned(), "on".to_owned(), "on".to_owned());
     for app in [&a, &b] {
