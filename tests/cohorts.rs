@@ -311,7 +311,10 @@ async fn a_changed_cohort_is_seen_on_every_replica_within_a_second() {
     let started = std::time::Instant::now();
     let mut seen: [Option<std::time::Instant>; 2] = [None, None];
     while seen.iter().any(Option::is_none) {
-        assert!(started.elapsed() < WAIT, "not seen by both replicas: {seen:?}");
+        assert!(
+            started.elapsed() < WAIT,
+            "not seen by both replicas: {seen:?}"
+        );
         for (i, app) in [&a, &b].into_iter().enumerate() {
             if seen[i].is_none() && state(app).await == new {
                 seen[i] = Some(std::time::Instant::now());
@@ -322,7 +325,11 @@ async fn a_changed_cohort_is_seen_on_every_replica_within_a_second() {
     let (Some(first), Some(second)) = (seen[0], seen[1]) else {
         unreachable!()
     };
-    let apart = if first > second { first - second } else { second - first };
+    let apart = if first > second {
+        first - second
+    } else {
+        second - first
+    };
     assert!(apart <= Duration::from_secs(1), "replicas {apart:?} apart");
     for app in [&a, &b] {
         assert_eq!(state(app).await, new);

@@ -852,7 +852,11 @@ mod redis_only {
         let before = smembers_calls(&mut conn).await;
         for _ in 0..10 {
             assert_eq!(follower.get_memberships("User", "a").await.unwrap(), ["c"]);
-            assert!(follower.get_memberships("User", "b").await.unwrap().is_empty());
+            assert!(follower
+                .get_memberships("User", "b")
+                .await
+                .unwrap()
+                .is_empty());
         }
         assert_eq!(smembers_calls(&mut conn).await, before);
 
@@ -865,7 +869,11 @@ mod redis_only {
         // The writer reads its own write at once.
         assert_eq!(writer.get_memberships("User", "b").await.unwrap(), ["c"]);
         writer.remove_cohort("c").await.unwrap();
-        assert!(writer.get_memberships("User", "b").await.unwrap().is_empty());
+        assert!(writer
+            .get_memberships("User", "b")
+            .await
+            .unwrap()
+            .is_empty());
         within_a_second(&follower, "b", &[]).await;
     }
 

@@ -1047,7 +1047,11 @@ impl RedisStore {
             } else {
                 let unique: BTreeSet<&str> = members.iter().map(String::as_str).collect();
                 self.inner
-                    .index_list(&unique.into_iter().collect::<Vec<_>>(), &description.group_type, id)
+                    .index_list(
+                        &unique.into_iter().collect::<Vec<_>>(),
+                        &description.group_type,
+                        id,
+                    )
                     .await?;
             }
         }
