@@ -46,9 +46,10 @@
 //! | `P:v2:changes` | pub/sub channel | `flags <version> <deployment>`, `flags_removed 0 <deployment>`, `cohort <lastModified> <cohort>`, `cohort_removed 0 <cohort>`, `flagsmith <version> <environment>` | - |
 //!
 //! Bulk paths use `SCAN`/`SSCAN`/`HSCAN` (`COUNT` = `scan_count`), never `KEYS`; member writes
-//! go in pipelines of `pipeline_batch_size` commands. The request path reads only bounded
-//! things: one membership set (`SMEMBERS`, at most one id per cohort), one description + blob
-//! (`MGET`).
+//! go in pipelines of `pipeline_batch_size` commands, up to 8 pipelines in flight at once.
+//! The request path reads only bounded things: one membership set (`SMEMBERS`, at most one id
+//! per cohort; answers are kept in a bounded replica-local cache cleared on every cohort change
+//! signal, see [`super::membership_cache`]), one description + blob (`MGET`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
