@@ -273,6 +273,73 @@ async fn two_replicas_on_one_redis_download_each_cohort_once() {
     b.stop().await;
 }
 
+/// `user-flag` of users u1, u2 and u3.
+async fn state(app: &TestApp) -> (String, String, String) {
+    (
+        user_variant(app, "u1").await,
+        user_variant(app, "u2").await,
+        user_variant(app, "u3").await,
+    )
+}
+
+/// Both replicas cache membership lookups; a changed cohort must reach each one through the
+/// change signal, within a second of the first replica serving it.
+#[tokio::test]
+async fn a_changed_cohort_is_seen_on_every_replica_within_a_second() {
+    let redis = RedisServer::start();
+    let fake = fake().await;
+    fake.set_flags(KEY, &flags(Some("cu"), None));
+    fake.set_cohort("cu", "User", 100, &["u1", "u3"]);
+    let yaml = config(
+        &fake,
+        &format!(
+            "  cohortSyncIntervalMillis: 200\n  redis:\n    uri: {}\n",
+            redis.url()
+        ),
+    );
+    let (a, b) = tokio::join!(TestApp::spawn(&yaml, &[]), TestApp::spawn(&yaml, &[]));
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let old = ("on".to_owned(), "off".to_owned(), "on".to_owned());
+    let new = ("off".to_owned(), "on".to_owned(), "on".to_owned());
+    for app in [&a, &b] {
+        // Twice: the second answers come from the replica's membership cache.
+        assert_eq!(state(app).await, old);
+        assert_eq!(state(app).await, old);
+    }
+    fake.set_cohort("cu", "User", 200, &["u2", "u3"]);
+    let started = std::time::Instant::now();
+    let mut seen: [Option<std::time::Instant>; 2] = [None, None];
+    while seen.iter().any(Option::is_none) {
+        assert!(
+            started.elapsed() < WAIT,
+            "not seen by both replicas: {seen:?}"
+        );
+        for (i, app) in [&a, &b].into_iter().enumerate() {
+            if seen[i].is_none() && state(app).await == new {
+                seen[i] = Some(std::time::Instant::now());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (Some(first), Some(second)) = (seen[0], seen[1]) else {
+        unreachable!()
+    };
+    let apart = if first > second {
+        first - second
+    } else {
+        second - first
+    };
+    assert!(apart <= Duration::from_secs(1), "replicas {apart:?} apart");
+    for app in [&a, &b] {
+        assert_eq!(state(app).await, new);
+        assert_eq!(memberships(app, "User", "u1").await, json!([]));
+        assert_eq!(memberships(app, "User", "u2").await, json!(["cu"]));
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn too_large_cohorts_are_reported_and_flags_still_served() {
     let fake = fake().await;

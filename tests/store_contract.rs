@@ -807,6 +807,76 @@ mod redis_only {
         assert_eq!(follower.get_flags("d").await.unwrap(), None);
     }
 
+    /// How many `SMEMBERS` the server ran (membership lookups that reached Redis).
+    async fn smembers_calls(conn: &mut ::redis::aio::MultiplexedConnection) -> u64 {
+        let info: String = ::redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(conn)
+            .await
+            .unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix("cmdstat_smembers:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |calls| calls.parse().unwrap())
+    }
+
+    /// Polls `member`'s memberships on `store` until they equal `expected`, for at most a second.
+    async fn within_a_second(store: &RedisStore, member: &str, expected: &[&str]) {
+        let started = std::time::Instant::now();
+        loop {
+            let ids = store.get_memberships("User", member).await.unwrap();
+            if ids == expected {
+                return;
+            }
+            assert!(
+                started.elapsed() < SECOND,
+                "{member}: still {ids:?}, expected {expected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_memberships_follow_other_replicas_writes() {
+        let server = RedisServer::start();
+        let writer = redis_store(&server).await;
+        let follower = redis_store(&server).await;
+        let mut conn = raw(&server).await;
+        writer
+            .put_cohort(&cohort("c", "User", 1, 1), &members(&["a"]), Bytes::new())
+            .await
+            .unwrap();
+        within_a_second(&follower, "a", &["c"]).await;
+        within_a_second(&follower, "b", &[]).await;
+        // Answered from the follower's cache: Redis sees no more lookups.
+        let before = smembers_calls(&mut conn).await;
+        for _ in 0..10 {
+            assert_eq!(follower.get_memberships("User", "a").await.unwrap(), ["c"]);
+            assert!(follower
+                .get_memberships("User", "b")
+                .await
+                .unwrap()
+                .is_empty());
+        }
+        assert_eq!(smembers_calls(&mut conn).await, before);
+
+        writer
+            .put_cohort(&cohort("c", "User", 1, 2), &members(&["b"]), Bytes::new())
+            .await
+            .unwrap();
+        within_a_second(&follower, "a", &[]).await;
+        within_a_second(&follower, "b", &["c"]).await;
+        // The writer reads its own write at once.
+        assert_eq!(writer.get_memberships("User", "b").await.unwrap(), ["c"]);
+        writer.remove_cohort("c").await.unwrap();
+        assert!(writer
+            .get_memberships("User", "b")
+            .await
+            .unwrap()
+            .is_empty());
+        within_a_second(&follower, "b", &[]).await;
+    }
+
     #[tokio::test]
     async fn a_starting_replica_learns_what_is_stored() {
         let server = RedisServer::start();

@@ -4,8 +4,13 @@
 //! Run by bench/cohort-scale/run.py against the redis-server it started, after the proxy has
 //! stored cohort `big` (members `user-<i>`) there. Usage:
 //! `lookup_latency <redis-uri> <cohort size> <samples>`; prints one JSON line with the
-//! percentiles (µs) of enrich with a flag targeting `big` and, as the baseline, of enrich with a
-//! flag set without cohort targeting (which returns before any lookup).
+//! percentiles (µs) of enrich with a flag targeting `big`:
+//! - `enrich_with_lookup_us`: every sample a user not looked up before (each one misses the
+//!   replica's membership cache and reaches Redis);
+//! - `enrich_with_lookup_repeat_users_us`: users drawn again from a working set of 1,000 already
+//!   looked up (answered from the cache until a cohort change clears it);
+//! - and, as the baseline, of enrich with a flag set without cohort targeting (which returns
+//!   before any lookup).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,16 +27,23 @@ fn flags(json: &str) -> anyhow::Result<CompiledFlags> {
     Ok(CompiledFlags::compile(parse_flags(json.as_bytes())?))
 }
 
-/// Times `samples` sequential enrich calls for users alternating member / non-member.
+/// Times `samples` sequential enrich calls for users alternating member / non-member: user
+/// `first + i` of a spread over the cohort, or when `working_set` is given, user `i % working_set`.
 async fn measure(
     cohorts: &Cohorts,
     flags: &CompiledFlags,
     size: u64,
     samples: usize,
+    first: usize,
+    working_set: Option<usize>,
 ) -> anyhow::Result<(Vec<f64>, usize)> {
     let mut micros = Vec::with_capacity(samples);
     let mut members_found = 0;
     for i in 0..samples {
+        let i = match working_set {
+            Some(set) => i % set.max(1),
+            None => first + i,
+        };
         // A spread of members (even i) and non-members (odd i, ids beyond the cohort).
         let n = (i as u64).wrapping_mul(2_654_435_761) % size.max(1);
         let id = if i % 2 == 0 { n } else { size + 1_000_000 + n };
@@ -75,14 +87,18 @@ async fn main() -> anyhow::Result<()> {
     let cohorts = Cohorts::new(store, Vec::new());
     let targeting = flags(COHORT_FLAG)?;
     let plain = flags(PLAIN_FLAG)?;
-    // Warm the connection pool and both code paths before timing.
-    measure(&cohorts, &targeting, size, 1000).await?;
-    measure(&cohorts, &plain, size, 1000).await?;
-    let (with_lookup, found) = measure(&cohorts, &targeting, size, samples).await?;
-    let (without, _) = measure(&cohorts, &plain, size, samples).await?;
+    // Warm the connection pool and both code paths before timing (users 0..1000, the
+    // working set of the repeat-user run).
+    measure(&cohorts, &targeting, size, 1000, 0, None).await?;
+    measure(&cohorts, &plain, size, 1000, 0, None).await?;
+    // Users 1000.. were never looked up: every lookup reaches Redis.
+    let (with_lookup, found) = measure(&cohorts, &targeting, size, samples, 1000, None).await?;
+    let (repeat, _) = measure(&cohorts, &targeting, size, samples, 0, Some(1000)).await?;
+    let (without, _) = measure(&cohorts, &plain, size, samples, 0, None).await?;
     println!(
-        r#"{{"samples":{samples},"members_found":{found},"enrich_with_lookup_us":{},"enrich_without_cohort_flags_us":{}}}"#,
+        r#"{{"samples":{samples},"members_found":{found},"enrich_with_lookup_us":{},"enrich_with_lookup_repeat_users_us":{},"enrich_without_cohort_flags_us":{}}}"#,
         summary(&with_lookup),
+        summary(&repeat),
         summary(&without)
     );
     Ok(())

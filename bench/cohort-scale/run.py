@@ -75,6 +75,13 @@ def proc_status(pid):
     return fields
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds a process has used (load-independent, unlike wall time)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def redis_cli(port, *args):
     out = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True)
     return out.stdout
@@ -128,22 +135,25 @@ class Scenario:
         return (int(m.group(1)), int(m.group(2))) if m else (None, None)
 
     def ingest(self, last_modified, **params):
+        pids = {"proxy": self.proxy_pid, "fake_api": self.fake_pid, **({"redis": self.redis_pid} if self.store == "redis" else {})}
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         self.control(lastModified=last_modified, **params)
         done = wait_for(lambda: self.stored(last_modified), 600, f"version {last_modified}", 0.05)
         stats = json.loads(http("GET", f"{self.fake}/stats")[1])
+        self.cpu = {f"{name}_cpu_seconds": round(cpu_seconds(pid) - cpu_before[name], 2) for name, pid in pids.items()}
         return done - stats["started"] / 1000.0, stats
 
     def run(self):
         fake_port, port, metrics_port = free_port(), free_port(), free_port()
         self.fake = f"http://127.0.0.1:{fake_port}"
         self.proxy = f"http://127.0.0.1:{port}"
-        self.spawn("fake", ["node", os.path.join(HERE, "fake-cohort-server.js"), str(fake_port)])
+        self.fake_pid = self.spawn("fake", ["node", os.path.join(HERE, "fake-cohort-server.js"), str(fake_port)]).pid
         wait_for(lambda: http("GET", f"{self.fake}/stats")[0] == 200, 10, "the fake API")
         redis_block = ""
         if self.store == "redis":
             self.redis_port = free_port()
-            self.spawn("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                                 "--save", "", "--appendonly", "no", "--dir", self.work])
+            self.redis_pid = self.spawn("redis", ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no", "--dir", self.work]).pid
             wait_for(lambda: subprocess.run(["redis-cli", "-p", str(self.redis_port), "PING"],
                                             capture_output=True).returncode == 0, 10, "redis-server")
             redis_block = f"  redis:\n    uri: redis://127.0.0.1:{self.redis_port}\n"
@@ -165,6 +175,7 @@ configuration:
     port: {metrics_port}
 {redis_block}""")
         proxy = self.spawn("proxy", [PROXY_BIN, "--config", config])
+        self.proxy_pid = proxy.pid
         wait_for(lambda: http("GET", f"{self.proxy}/readyz")[0] == 200, 60, "readiness", 0.1)
         time.sleep(1.0)
         before = proc_status(proxy.pid)
@@ -175,6 +186,7 @@ configuration:
         time.sleep(1.0)
         after = proc_status(proxy.pid)
         r["ingest_seconds"] = round(seconds, 2)
+        r["ingest_cpu"] = self.cpu
         r["body_mib"] = round(stats["bytes"] / 2**20, 1)
         r["rss_after_mib"] = round(after["VmRSS"], 1)
         r["rss_peak_mib"] = round(after["VmHWM"], 1)
@@ -188,7 +200,7 @@ configuration:
             if self.store == "redis":
                 redis_cli(self.redis_port, "CONFIG", "RESETSTAT")
             seconds, _ = self.ingest(3, size=self.size, churn=churn)
-            r["churn"] = {"members_replaced": churn, "seconds": round(seconds, 2)}
+            r["churn"] = {"members_replaced": churn, "seconds": round(seconds, 2), "cpu": self.cpu}
             r["churn"]["added"], r["churn"]["removed"] = self.save_log_fields()
             if self.store == "redis":
                 stats = commandstats(self.redis_port)

@@ -16,6 +16,7 @@
 //! The request path never calls the store for flags: it reads the registry's compiled snapshot.
 
 pub mod keys;
+mod membership_cache;
 pub mod memory;
 pub mod migrate;
 pub mod redis;

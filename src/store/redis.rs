@@ -46,9 +46,10 @@
 //! | `P:v2:changes` | pub/sub channel | `flags <version> <deployment>`, `flags_removed 0 <deployment>`, `cohort <lastModified> <cohort>`, `cohort_removed 0 <cohort>`, `flagsmith <version> <environment>` | - |
 //!
 //! Bulk paths use `SCAN`/`SSCAN`/`HSCAN` (`COUNT` = `scan_count`), never `KEYS`; member writes
-//! go in pipelines of `pipeline_batch_size` commands. The request path reads only bounded
-//! things: one membership set (`SMEMBERS`, at most one id per cohort), one description + blob
-//! (`MGET`).
+//! go in pipelines of `pipeline_batch_size` commands, up to 8 pipelines in flight at once.
+//! The request path reads only bounded things: one membership set (`SMEMBERS`, at most one id
+//! per cohort; answers are kept in a bounded replica-local cache cleared on every cohort change
+//! signal, see [`super::membership_cache`]), one description + blob (`MGET`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -64,6 +65,7 @@ use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::keys::Keys;
+use super::membership_cache::MembershipCache;
 use super::{
     new_token, Change, CohortBlob, CohortChange, CohortDescription, CohortWrite, DocumentChange,
     DocumentStatus, Store, StoreError, StoredDocument, StoredFlags,
@@ -71,6 +73,12 @@ use super::{
 
 /// Default commands per pipeline (`pipelineBatchSize`) and `COUNT` per scan page (`scanLimit`).
 pub const BATCH: usize = 1000;
+
+/// Default bound of the replica-local membership cache (entries; about 10-20 MB when full).
+pub const MEMBERSHIP_CACHE_SIZE: usize = 100_000;
+
+/// Pipelines a bulk write keeps in flight (at most the pool size).
+const PIPELINES_IN_FLIGHT: usize = 8;
 
 /// Capacity of the local change channels.
 const CHANGE_CHANNEL_CAPACITY: usize = 1024;
@@ -98,6 +106,9 @@ pub struct RedisSettings {
     pub pipeline_batch_size: usize,
     /// `COUNT` hint of each `SCAN`/`SSCAN`/`HSCAN` page (`scanLimit`).
     pub scan_count: usize,
+    /// Most membership lookups kept in the replica-local cache (0: no cache); see
+    /// [`super::membership_cache`].
+    pub membership_cache_size: usize,
     /// For `rediss://`: the PEM certificate(s) to trust instead of the system roots (a private
     /// CA); `None` uses the platform's trust store.
     pub tls_root_cert_pem: Option<Vec<u8>>,
@@ -114,6 +125,7 @@ impl RedisSettings {
             pool_size: 16,
             pipeline_batch_size: BATCH,
             scan_count: BATCH,
+            membership_cache_size: MEMBERSHIP_CACHE_SIZE,
             tls_root_cert_pem: None,
         }
     }
@@ -356,12 +368,62 @@ pub(crate) struct Inner {
     pub(crate) batch: usize,
     /// `COUNT` per scan page.
     pub(crate) scan_count: usize,
+    /// Pipelines a bulk write keeps in flight.
+    in_flight: usize,
     scripts: Scripts,
     outage: Outage,
+    /// Membership lookups, valid while change signals are followed.
+    memberships: MembershipCache,
     known: Mutex<Known>,
     changes: broadcast::Sender<Change>,
     cohort_changes: broadcast::Sender<CohortChange>,
     document_changes: broadcast::Sender<DocumentChange>,
+}
+
+/// Bulk-write pipelines sent on tasks of their own, at most `in_flight` at once, so the
+/// round trips overlap (and with the `SSCAN` feeding them). Dropping it aborts what is left.
+struct Pipelines {
+    inner: Arc<Inner>,
+    tasks: tokio::task::JoinSet<Result<(), StoreError>>,
+}
+
+impl Pipelines {
+    fn new(inner: &Arc<Inner>) -> Self {
+        Self {
+            inner: Arc::clone(inner),
+            tasks: tokio::task::JoinSet::new(),
+        }
+    }
+
+    /// Sends `pipe` once fewer than `in_flight` are on the wire; fails with the first error
+    /// of an earlier one.
+    async fn send(&mut self, pipe: redis::Pipeline) -> Result<(), StoreError> {
+        while self.tasks.len() >= self.inner.in_flight {
+            self.join_one().await?;
+        }
+        let inner = Arc::clone(&self.inner);
+        self.tasks
+            .spawn(async move { inner.pipe::<()>(&pipe).await });
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Result<(), StoreError> {
+        match self.tasks.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(error)) => Err(StoreError::Unavailable(format!(
+                "a pipeline task stopped: {error}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every pipeline sent; the first error wins.
+    async fn finish(mut self) -> Result<(), StoreError> {
+        while !self.tasks.is_empty() {
+            self.join_one().await?;
+        }
+        Ok(())
+    }
 }
 
 /// The Redis implementation of [`Store`]; see the module documentation.
@@ -509,52 +571,66 @@ impl Inner {
         }
     }
 
-    /// Streams a set page by page into pipelined `SADD`/`SREM` of `cohort_id` in each member's
-    /// membership set.
-    async fn index_members(
+    /// A pipeline of `SADD` (`add`) or `SREM` of `cohort_id` in the membership sets of
+    /// `members`.
+    fn index_pipe<M: AsRef<str>>(
         &self,
+        members: &[M],
+        group_type: &str,
+        cohort_id: &str,
+        add: bool,
+    ) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        for member in members {
+            let key = self.keys.membership(group_type, member.as_ref());
+            pipe.cmd(if add { "SADD" } else { "SREM" })
+                .arg(key)
+                .arg(cohort_id)
+                .ignore();
+        }
+        pipe
+    }
+
+    /// Streams a set page by page (`SSCAN`) into pipelined `SADD`/`SREM` of `cohort_id` in
+    /// each member's membership set; the next page is read while pipelines are in flight.
+    async fn index_members(
+        self: &Arc<Self>,
         set: &str,
         group_type: &str,
         cohort_id: &str,
         add: bool,
     ) -> Result<(), StoreError> {
+        let mut pipes = Pipelines::new(self);
         let mut cursor = 0;
         loop {
             let (next, page) = self.scan_page::<String>("SSCAN", set, cursor).await?;
             for chunk in page.chunks(self.batch) {
-                let mut pipe = redis::pipe();
-                for member in chunk {
-                    let key = self.keys.membership(group_type, member);
-                    pipe.cmd(if add { "SADD" } else { "SREM" })
-                        .arg(key)
-                        .arg(cohort_id)
-                        .ignore();
-                }
-                self.pipe::<()>(&pipe).await?;
+                pipes
+                    .send(self.index_pipe(chunk, group_type, cohort_id, add))
+                    .await?;
             }
             if next == 0 {
-                return Ok(());
+                return pipes.finish().await;
             }
             cursor = next;
         }
     }
 
-    /// Adds `cohort_id` to the membership sets of `members`, in pipelines of `batch` commands.
-    async fn index_list(
-        &self,
-        members: &[&str],
+    /// Adds `cohort_id` to the membership sets of `members` (unique), in pipelines of `batch`
+    /// commands, several in flight.
+    async fn index_list<M: AsRef<str>>(
+        self: &Arc<Self>,
+        members: &[M],
         group_type: &str,
         cohort_id: &str,
     ) -> Result<(), StoreError> {
+        let mut pipes = Pipelines::new(self);
         for chunk in members.chunks(self.batch) {
-            let mut pipe = redis::pipe();
-            for member in chunk {
-                let key = self.keys.membership(group_type, member);
-                pipe.cmd("SADD").arg(key).arg(cohort_id).ignore();
-            }
-            self.pipe::<()>(&pipe).await?;
+            pipes
+                .send(self.index_pipe(chunk, group_type, cohort_id, true))
+                .await?;
         }
-        Ok(())
+        pipes.finish().await
     }
 
     fn description_from(&self, key: &str, json: &str) -> Result<CohortDescription, StoreError> {
@@ -642,8 +718,14 @@ impl Inner {
         match (kind, number.parse::<i64>()) {
             ("flags", Ok(version)) => self.note_flags(id, u64::try_from(version).unwrap_or(0)),
             ("flags_removed", _) => self.note_flags_removed(id),
-            ("cohort", Ok(last_modified)) => self.note_cohort(id, last_modified),
-            ("cohort_removed", _) => self.note_cohort_removed(id),
+            ("cohort", Ok(last_modified)) => {
+                self.memberships.clear();
+                self.note_cohort(id, last_modified);
+            }
+            ("cohort_removed", _) => {
+                self.memberships.clear();
+                self.note_cohort_removed(id);
+            }
             ("flagsmith", Ok(version)) => {
                 self.note_document(id, u64::try_from(version).unwrap_or(0));
             }
@@ -735,7 +817,11 @@ async fn follow(inner: Arc<Inner>, cancel: CancellationToken, ready: oneshot::Se
                     if let Some(ready) = ready.take() {
                         let _ = ready.send(());
                     }
-                    if relay(&inner, pubsub, &cancel).await {
+                    // Signals are followed from here on: membership answers may be cached.
+                    inner.memberships.set_enabled(true);
+                    let cancelled = relay(&inner, pubsub, &cancel).await;
+                    inner.memberships.set_enabled(false);
+                    if cancelled {
                         return;
                     }
                     tracing::warn!("lost the redis change-signal connection; reconnecting");
@@ -836,7 +922,9 @@ impl RedisStore {
             scripts: Scripts::new(),
             batch: settings.pipeline_batch_size,
             scan_count: settings.scan_count,
+            in_flight: PIPELINES_IN_FLIGHT.min(settings.pool_size as usize).max(1),
             outage: Outage::default(),
+            memberships: MembershipCache::new(settings.membership_cache_size),
             known: Mutex::new(Known::default()),
             changes,
             cohort_changes,
@@ -873,12 +961,13 @@ impl RedisStore {
     /// Stages `members` into a temporary set, `batch` members per `SADD`. The set has no TTL: the
     /// pending marker points at it until the write completes or a later one repairs it.
     async fn stage(&self, staged: &str, members: &[String]) -> Result<(), StoreError> {
+        let mut pipes = Pipelines::new(&self.inner);
         for chunk in members.chunks(self.inner.batch) {
             let mut pipe = redis::pipe();
             pipe.cmd("SADD").arg(staged).arg(chunk).ignore();
-            self.inner.pipe::<()>(&pipe).await?;
+            pipes.send(pipe).await?;
         }
-        Ok(())
+        pipes.finish().await
     }
 
     /// Stores `new − old` into `added` and `old − new` into `removed` (one slot, one MULTI).
@@ -951,11 +1040,21 @@ impl RedisStore {
                 .await?;
         } else {
             // Every new member is added: index them from memory instead of scanning them back.
-            let unique: BTreeSet<&str> = members.iter().map(String::as_str).collect();
-            let unique: Vec<&str> = unique.into_iter().collect();
-            self.inner
-                .index_list(&unique, &description.group_type, id)
-                .await?;
+            // The sync passes them sorted and unique; only other callers pay for a copy.
+            if members.windows(2).all(|pair| pair[0] < pair[1]) {
+                self.inner
+                    .index_list(members, &description.group_type, id)
+                    .await?;
+            } else {
+                let unique: BTreeSet<&str> = members.iter().map(String::as_str).collect();
+                self.inner
+                    .index_list(
+                        &unique.into_iter().collect::<Vec<_>>(),
+                        &description.group_type,
+                        id,
+                    )
+                    .await?;
+            }
         }
         let json = serde_json::to_string(description)
             .map_err(|error| StoreError::Unavailable(error.to_string()))?;
@@ -989,6 +1088,36 @@ impl RedisStore {
             added: added_count,
             removed: removed_count,
         })
+    }
+
+    /// [`Store::put_cohort`] without the final cache clear.
+    async fn put_cohort_now(
+        &self,
+        description: &CohortDescription,
+        members: &[String],
+        blob: Bytes,
+    ) -> Result<CohortWrite, StoreError> {
+        let previous = self.get_cohort(&description.cohort_id).await?;
+        if let Some(stored) = previous
+            .as_ref()
+            .filter(|p| p.last_modified >= description.last_modified)
+        {
+            return Ok(CohortWrite::Stale {
+                stored: stored.clone(),
+            });
+        }
+        self.repair(&description.cohort_id, previous.as_ref())
+            .await?;
+        let token = new_token();
+        let written = self
+            .write_cohort(previous.as_ref(), description, members, blob, &token)
+            .await;
+        if written.is_err() {
+            if let Err(error) = self.repair(&description.cohort_id, previous.as_ref()).await {
+                tracing::warn!(cohort_id = %description.cohort_id, %error, "could not undo a failed cohort write yet; the next write will");
+            }
+        }
+        written
     }
 
     /// Undoes what an unfinished write (its pending marker) may have done to the membership
@@ -1169,26 +1298,10 @@ impl Store for RedisStore {
         members: &[String],
         blob: Bytes,
     ) -> Result<CohortWrite, StoreError> {
-        let previous = self.get_cohort(&description.cohort_id).await?;
-        if let Some(stored) = previous
-            .as_ref()
-            .filter(|p| p.last_modified >= description.last_modified)
-        {
-            return Ok(CohortWrite::Stale {
-                stored: stored.clone(),
-            });
-        }
-        self.repair(&description.cohort_id, previous.as_ref())
-            .await?;
-        let token = new_token();
-        let written = self
-            .write_cohort(previous.as_ref(), description, members, blob, &token)
-            .await;
-        if written.is_err() {
-            if let Err(error) = self.repair(&description.cohort_id, previous.as_ref()).await {
-                tracing::warn!(cohort_id = %description.cohort_id, %error, "could not undo a failed cohort write yet; the next write will");
-            }
-        }
+        let written = self.put_cohort_now(description, members, blob).await;
+        // Read-your-writes on this replica, without waiting for the signal to come back (a
+        // repair may have changed the index even when the write failed).
+        self.inner.memberships.clear();
         written
     }
 
@@ -1248,9 +1361,15 @@ impl Store for RedisStore {
         group_type: &str,
         member: &str,
     ) -> Result<Vec<String>, StoreError> {
+        let cache = &self.inner.memberships;
+        if let Some(ids) = cache.get(group_type, member) {
+            return Ok(ids.to_vec());
+        }
+        let generation = cache.generation();
         let key = self.inner.keys.membership(group_type, member);
         let mut ids: Vec<String> = self.inner.query(redis::cmd("SMEMBERS").arg(key)).await?;
         ids.sort();
+        cache.insert(generation, group_type, member, ids.as_slice().into());
         Ok(ids)
     }
 
@@ -1266,7 +1385,9 @@ impl Store for RedisStore {
             .key(keys.cohort_blob(cohort_id))
             .key(&removing)
             .arg(TEMP_TTL_MS);
-        let moved: u64 = self.script(&invocation).await?;
+        let moved: Result<u64, StoreError> = self.script(&invocation).await;
+        self.inner.memberships.clear();
+        let moved = moved?;
         let mut index = redis::pipe();
         index
             .cmd("HDEL")
@@ -1283,12 +1404,21 @@ impl Store for RedisStore {
         }
         self.inner.pipe::<()>(&index).await?;
         if let (Some(previous), 1) = (&previous, moved) {
-            self.inner
+            let cleaned = self
+                .inner
                 .index_members(&removing, &previous.group_type, cohort_id, false)
-                .await?;
-            self.inner
-                .query::<()>(redis::cmd("DEL").arg(&removing))
-                .await?;
+                .await;
+            self.inner.memberships.clear();
+            cleaned?;
+            // Again once the index no longer lists the cohort, so replicas drop the answers
+            // they cached while it was being cleaned.
+            let mut done = redis::pipe();
+            done.cmd("DEL").arg(&removing).ignore();
+            done.cmd("PUBLISH")
+                .arg(keys.changes_channel())
+                .arg(format!("cohort_removed 0 {cohort_id}"))
+                .ignore();
+            self.inner.pipe::<()>(&done).await?;
         }
         Ok(())
     }

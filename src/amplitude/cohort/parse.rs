@@ -17,7 +17,14 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 pub trait MemberSink {
     /// Takes one member; an error stops the parse (e.g. more members than allowed).
     fn push(&mut self, member: String) -> Result<(), String>;
+
+    /// The body's `size` field, when it precedes `memberIds`: how many members to expect (a
+    /// hint, not trusted).
+    fn expect(&mut self, _size: u64) {}
 }
+
+/// Most members [`Collect`] reserves room for on the body's word (16.8 M; 400 MB of `String`s).
+const MOST_RESERVED: u64 = 1 << 24;
 
 /// Collects members, refusing more than `limit` of them so a lying server cannot exhaust memory.
 #[derive(Debug, Default)]
@@ -35,6 +42,16 @@ impl MemberSink for Collect {
         }
         self.members.push(member);
         Ok(())
+    }
+
+    /// Reserves room up front, so a large cohort's list is not regrown (a doubling briefly
+    /// holds the old and the new list: 1.5 times the final size at best).
+    fn expect(&mut self, size: u64) {
+        let size = size.min(self.limit).min(MOST_RESERVED);
+        let more = usize::try_from(size)
+            .unwrap_or(0)
+            .saturating_sub(self.members.len());
+        self.members.reserve_exact(more);
     }
 }
 
@@ -124,6 +141,11 @@ impl<'de> Visitor<'de> for BodySeed<'_> {
                 "cohortId" => cohort_id = Some(map.next_value::<Lenient>()?.0),
                 "groupType" => group_type = Some(map.next_value::<Lenient>()?.0),
                 "lastModified" => last_modified = Some(map.next_value::<Millis>()?.0),
+                "size" => {
+                    if let SizeHint(Some(size)) = map.next_value()? {
+                        self.sink.expect(size);
+                    }
+                }
                 "memberIds" => {
                     if let (Some(_), Some(new), Some(stored)) =
                         (&cohort_id, last_modified, self.stored_last_modified)
@@ -215,6 +237,48 @@ impl<'de> de::Deserialize<'de> for Lenient {
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Lenient, E> {
                 Ok(Lenient(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The `size` field if it is a non-negative integer; anything else is ignored.
+struct SizeHint(Option<u64>);
+
+impl<'de> de::Deserialize<'de> for SizeHint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SizeHint;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member count")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SizeHint, E> {
+                Ok(SizeHint(Some(v)))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<SizeHint, E> {
+                Ok(SizeHint(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<SizeHint, E> {
+                Ok(SizeHint(None))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<SizeHint, E> {
+                Ok(SizeHint(None))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<SizeHint, E> {
+                Ok(SizeHint(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<SizeHint, E> {
+                Ok(SizeHint(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<SizeHint, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(SizeHint(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SizeHint, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(SizeHint(None))
             }
         }
         d.deserialize_any(V)
@@ -429,5 +493,31 @@ mod tests {
         assert_eq!(parsed, header("big", "User", 5, 1_000_000));
         assert_eq!(sink.0, 1_000_000);
         assert_eq!(sink.1.as_deref(), Some("user-000000999999"));
+    }
+
+    #[test]
+    fn the_size_field_reserves_room_within_the_limit() {
+        let read = |body: &str, limit: u64| {
+            let mut sink = Collect {
+                members: Vec::new(),
+                limit,
+            };
+            let parsed = parse_cohort(body.as_bytes(), None, &mut sink).map(|_| ());
+            (parsed.is_ok(), sink.members.capacity(), sink.members.len())
+        };
+        let body = |size: &str| {
+            format!(
+                r#"{{"cohortId":"c","groupType":"User","lastModified":1,"size":{size},"memberIds":["a"]}}"#
+            )
+        };
+        let (ok, capacity, len) = read(&body("1000"), 10_000);
+        assert!(ok && capacity >= 1000 && len == 1);
+        // A lying size is capped by the member limit.
+        let (ok, capacity, _) = read(&body("4000000000"), 50);
+        assert!(ok && capacity <= 50, "{capacity}");
+        for odd in ["-1", "2.5", "\"3\"", "null", "[1]", "{\"a\":1}"] {
+            let (ok, capacity, len) = read(&body(odd), 10_000);
+            assert!(ok && capacity < 1000 && len == 1, "{odd}");
+        }
     }
 }
