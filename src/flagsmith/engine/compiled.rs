@@ -31,6 +31,9 @@ pub struct CompiledContext {
     /// JSON form of the context (without identity), kept only if a condition uses a
     /// JSONPath that cannot be resolved directly.
     json: Option<Map<String, Value>>,
+    /// Whether every override carries a [`Feature::rank`] (false when a NaN priority makes
+    /// priorities not totally ordered; evaluation then compares priorities themselves).
+    ranked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +63,11 @@ struct Feature {
     /// Variants sorted by priority (stable).
     variants: Vec<Variant>,
     priority: Option<Priority>,
+    /// Position of `priority` among all override priorities of the context (equal priorities
+    /// share a rank): comparing two ranks gives the same answer as [`priority_lt`], for a
+    /// fraction of its cost. The reference project compares 750 override priorities per
+    /// identity.
+    rank: u32,
     metadata: Option<Value>,
 }
 
@@ -80,12 +88,13 @@ impl CompiledContext {
             .enumerate()
             .map(|(i, f)| (f.name.as_str(), i))
             .collect();
-        let segments: Vec<Segment> = ctx
+        let mut segments: Vec<Segment> = ctx
             .segments
             .iter()
             .flat_map(IndexMap::values)
             .map(|s| compile_segment(s, &index))
             .collect();
+        let ranked = rank_overrides(&mut segments);
         let needs_json = segments
             .iter()
             .any(|s| s.rules.iter().any(Rule::needs_json));
@@ -95,6 +104,7 @@ impl CompiledContext {
             segments,
             features,
             json,
+            ranked,
         }
     }
 
@@ -153,6 +163,7 @@ impl CompiledContext {
                 };
                 let stronger = match slot {
                     None => true,
+                    Some((current, _)) if self.ranked => feature.rank < current.rank,
                     Some((current, _)) => priority_lt(feature.priority, current.priority),
                 };
                 if stronger {
@@ -174,6 +185,46 @@ impl CompiledContext {
             })
             .collect()
     }
+}
+
+/// Sets [`Feature::rank`] on every override so that `a.rank < b.rank` exactly when
+/// `priority_lt(a.priority, b.priority)`. Returns false (ranks unused) when some priority is
+/// NaN: NaN compares as neither less nor greater than anything, so no ranking agrees with it.
+fn rank_overrides(segments: &mut [Segment]) -> bool {
+    let mut overrides: Vec<&mut Feature> = segments
+        .iter_mut()
+        .flat_map(|s| s.overrides.iter_mut().map(|(_, f)| f))
+        .collect();
+    if overrides
+        .iter()
+        .any(|f| f.priority.as_ref().is_some_and(is_nan))
+    {
+        return false;
+    }
+    // Without NaN, `priority_lt` is a strict weak order (missing = +∞), so sorting by it and
+    // numbering the classes of equal priorities gives ranks that agree with it.
+    let order = |a: &Option<Priority>, b: &Option<Priority>| {
+        if priority_lt(*a, *b) {
+            Ordering::Less
+        } else if priority_lt(*b, *a) {
+            Ordering::Greater
+        } else {
+            Ordering::Equal
+        }
+    };
+    overrides.sort_by(|a, b| order(&a.priority, &b.priority));
+    let mut rank = 0u32;
+    let mut previous: Option<Option<Priority>> = None;
+    for feature in overrides {
+        if let Some(prev) = previous {
+            if priority_lt(prev, feature.priority) {
+                rank += 1;
+            }
+        }
+        previous = Some(feature.priority);
+        feature.rank = rank;
+    }
+    true
 }
 
 /// `a < b` with missing/null priorities as +∞ (NaN never wins).
@@ -233,6 +284,7 @@ fn compile_feature(fc: &FeatureContext) -> Feature {
         value: fc.value.clone(),
         variants: variants.into_iter().map(|(_, v)| v).collect(),
         priority: fc.priority,
+        rank: 0,
         metadata: fc.metadata.clone().filter(python::truthy),
     }
 }
@@ -442,6 +494,56 @@ mod tests {
         );
         assert_eq!(result["segments"].as_array().unwrap().len(), 5);
         assert!(result["flags"].get("absent").is_none());
+    }
+
+    #[test]
+    fn override_ranks_agree_with_priority_comparison() {
+        let always = json!([{"property": "x", "operator": "IS_NOT_SET", "value": null}]);
+        let priorities = [
+            Value::Null,
+            json!(2),
+            json!(2.0),
+            json!(-3),
+            json!(0.5),
+            json!(1e300),
+            json!(u64::MAX),
+            json!(-1e-9),
+            json!(7),
+            Value::Null,
+            json!(0),
+        ];
+        let overrides: Vec<Value> = priorities
+            .iter()
+            .map(|p| json!({"key": "k", "name": "f", "enabled": true, "value": 1, "priority": p}))
+            .collect();
+        let ctx: EvaluationContext = serde_json::from_value(json!({
+            "environment": {"key": "e", "name": "n"},
+            "segments": {
+                "a": segment("a", "ALL", always.clone(), json!(overrides[..5])),
+                "b": segment("b", "ALL", always, json!(overrides[5..])),
+            },
+            "features": {"f": {"key": "k", "name": "f", "enabled": false, "value": 0}}
+        }))
+        .unwrap();
+        let compiled = CompiledContext::new(&ctx);
+        assert!(compiled.ranked);
+        let all: Vec<&Feature> = compiled
+            .segments
+            .iter()
+            .flat_map(|s| s.overrides.iter().map(|(_, f)| f))
+            .collect();
+        assert_eq!(all.len(), priorities.len());
+        for a in &all {
+            for b in &all {
+                assert_eq!(
+                    a.rank < b.rank,
+                    priority_lt(a.priority, b.priority),
+                    "{:?} vs {:?}",
+                    a.priority,
+                    b.priority
+                );
+            }
+        }
     }
 
     #[test]
