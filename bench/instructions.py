@@ -78,7 +78,8 @@ def main():
     env = dict(os.environ, AMPLITUDE_PORT=str(run.PROXY_PORT),
                AMPLITUDE_METRICS_PORT=str(run.METRICS_PORT), AMPLITUDE_LOG_LEVEL="warn")
     if args[0] == "proxy":
-        binary, workload, endpoint = args[1], args[2], args[3]
+        # The server runs in the workloads directory: a relative binary path would not resolve.
+        binary, workload, endpoint = str(Path(args[1]).resolve()), args[2], args[3]
         n = int(args[4]) if len(args) > 4 else 1000
         cmd = [binary, "--config", f"flags-{workload}.yaml"]
         label = f"{Path(binary).name} {workload} flags"
