@@ -62,7 +62,7 @@ fn build_groups(
 }
 
 /// SDKs send `{"type": ["name", ..]}`; a bare string is accepted as the one name.
-fn first_group_name(names: &Value) -> Option<&str> {
+pub(crate) fn first_group_name(names: &Value) -> Option<&str> {
     match names {
         Value::String(name) => Some(name),
         Value::Array(names) => match names.first() {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -47,22 +47,33 @@ pub async fn get_flags(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let snapshot = snapshot(&state, &headers)?;
-    let mut response = if request::accepts_gzip(&headers) {
-        let mut response = snapshot.flags_json_gzip.clone().into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        response
-    } else {
-        snapshot.flags_json.clone().into_response()
-    };
+    Ok(json_by_encoding(
+        &headers,
+        Body::from(snapshot.flags_json_gzip.clone()),
+        || Body::from(snapshot.flags_json.clone()),
+    ))
+}
+
+/// A JSON body kept gzip-compressed and plain (flag configs, cohort blobs): the gzip bytes
+/// when the request's `Accept-Encoding` allows them, else `plain()`; `Vary: Accept-Encoding`
+/// either way.
+pub(super) fn json_by_encoding(
+    headers: &HeaderMap,
+    gzipped: Body,
+    plain: impl FnOnce() -> Body,
+) -> Response {
+    let gzip = request::accepts_gzip(headers);
+    let mut response = if gzip { gzipped } else { plain() }.into_response();
     let headers = response.headers_mut();
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    Ok(response)
+    response
 }
 
 /// `GET /sdk/v2/vardata`.

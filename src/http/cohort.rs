@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 
+use super::amplitude::json_by_encoding;
 use super::error::ApiError;
 use super::request::{self, Query};
 use super::AppState;
@@ -67,22 +68,10 @@ pub async fn get_cohort(
             "Cohort members not found",
         ));
     }
-    let mut response = if request::accepts_gzip(&headers) {
-        let mut response = Body::from(stored.blob).into_response();
-        response
-            .headers_mut()
-            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        response
-    } else {
-        gunzip_body(stored.blob).into_response()
-    };
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    Ok(response)
+    let blob = stored.blob;
+    Ok(json_by_encoding(&headers, Body::from(blob.clone()), || {
+        gunzip_body(blob)
+    }))
 }
 
 /// `GET /sdk/v2/memberships/{groupType}/{groupName}` (deployment key): a JSON array of the

@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::Assignment;
-use crate::amplitude::engine::{coerce_string, EvaluatedVariant, Value};
+use crate::amplitude::engine::{coerce_string, escape_json_into, EvaluatedVariant, Value};
 
 /// The event type Amplitude experiment analysis counts.
 pub const EVENT_TYPE: &str = "[Experiment] Assignment";
@@ -198,49 +198,10 @@ pub fn has_identity(assignment: &Assignment) -> bool {
     Identity::of(&assignment.context).is_present()
 }
 
-/// Appends the JSON string escape of `text` without quotes: `"`, `\` and U+0000..U+001F, the
-/// rules of serde_json and kotlinx alike (so the bytes equal `serde_json::to_string`'s).
-fn escape_into(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
-    // Almost every string needs no escape: one branch-free (vectorisable) scan, one copy.
-    let needs_escape = bytes.iter().fold(false, |any, &b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !needs_escape {
-        out.extend_from_slice(bytes);
-        return;
-    }
-    let mut start = 0;
-    for (i, &c) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        if escaped.is_empty() {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(c >> 4)]);
-            out.push(HEX[usize::from(c & 0xf)]);
-        } else {
-            out.extend_from_slice(escaped);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
-
 /// Appends `"text"`.
 fn string_into(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
-    escape_into(out, text);
+    escape_json_into(text, out);
     out.push(b'"');
 }
 
@@ -269,9 +230,9 @@ fn int_into(out: &mut Vec<u8>, n: i64) {
 fn coerced_into(out: &mut Vec<u8>, value: Option<&Value>) {
     match value {
         None | Some(Value::Null) => out.extend_from_slice(b"null"),
-        Some(Value::String(text)) => escape_into(out, text),
+        Some(Value::String(text)) => escape_json_into(text, out),
         Some(Value::Int(n)) => int_into(out, *n),
-        Some(other) => escape_into(out, or_null(coerce_string(other).as_deref())),
+        Some(other) => escape_json_into(or_null(coerce_string(other).as_deref()), out),
     }
 }
 
@@ -339,9 +300,9 @@ impl EventWriter {
         out.extend_from_slice(b",\"time\":");
         int_into(&mut out, assignment.timestamp_millis);
         out.extend_from_slice(b",\"insert_id\":\"");
-        escape_into(&mut out, or_null(identity.user_id()));
+        escape_json_into(or_null(identity.user_id()), &mut out);
         out.push(b' ');
-        escape_into(&mut out, or_null(identity.device_id()));
+        escape_json_into(or_null(identity.device_id()), &mut out);
         out.push(b' ');
         int_into(&mut out, i64::from(canonical_hash(assignment, identity)));
         out.push(b' ');
@@ -357,11 +318,11 @@ impl EventWriter {
             }
             first = false;
             out.push(b'"');
-            escape_into(&mut out, flag);
+            escape_json_into(flag, &mut out);
             out.extend_from_slice(b".variant\":");
             string_into(&mut out, variant.key());
             out.extend_from_slice(b",\"");
-            escape_into(&mut out, flag);
+            escape_json_into(flag, &mut out);
             out.extend_from_slice(b".details\":\"v");
             coerced_into(&mut out, metadata.flag_version);
             out.extend_from_slice(b" rule:");
@@ -379,7 +340,7 @@ impl EventWriter {
                 target.push(b',');
             }
             target.extend_from_slice(b"\"[Experiment] ");
-            escape_into(target, flag);
+            escape_json_into(flag, target);
             target.extend_from_slice(b"\":");
             string_into(target, value);
         }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use indexmap::IndexMap;
 
+use crate::amplitude::context::first_group_name;
 use crate::amplitude::engine::{CompiledFlags, Value};
 use crate::amplitude::registry::Registry;
 use crate::metrics::mask_key;
@@ -158,7 +159,7 @@ impl Cohorts {
                 .iter()
                 .filter(|(group_type, _)| targeted.contains_key(group_type.as_str()))
                 .filter_map(|(group_type, names)| {
-                    first_name(names).map(|name| (group_type.clone(), name.to_owned()))
+                    first_group_name(names).map(|name| (group_type.clone(), name.to_owned()))
                 })
                 .collect(),
             _ => Vec::new(),
@@ -183,18 +184,6 @@ pub fn targeted_ids(flags: &CompiledFlags) -> BTreeSet<String> {
 
 fn string_array(ids: Vec<String>) -> Value {
     Value::Array(ids.into_iter().map(Value::String).collect())
-}
-
-/// The group name the context builder uses: a string, or the first element of an array.
-fn first_name(names: &Value) -> Option<&str> {
-    match names {
-        Value::String(name) => Some(name),
-        Value::Array(names) => match names.first() {
-            Some(Value::String(name)) => Some(name),
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 /// `user.group_cohort_ids[group_type][name] = ids`, creating (or replacing non-object) levels.

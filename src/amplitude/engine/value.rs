@@ -140,7 +140,22 @@ pub fn write_json_object(map: &IndexMap<String, Value>, out: &mut Vec<u8>) {
 /// Writes a JSON string with kotlinx escaping: only `"`, `\` and U+0000..U+001F (lowercase hex).
 pub fn write_json_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
-    let bytes = s.as_bytes();
+    escape_json_into(s, out);
+    out.push(b'"');
+}
+
+/// Appends the JSON escape of `text` without quotes: `"`, `\` and U+0000..U+001F, the rules of
+/// kotlinx and serde_json alike (so the bytes equal `serde_json::to_string`'s).
+pub fn escape_json_into(text: &str, out: &mut Vec<u8>) {
+    let bytes = text.as_bytes();
+    // Almost every string needs no escape: one branch-free (vectorisable) scan, one copy.
+    let needs_escape = bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut start = 0;
     for (i, &c) in bytes.iter().enumerate() {
         let esc: &[u8] = match c {
@@ -158,15 +173,14 @@ pub fn write_json_string(s: &str, out: &mut Vec<u8>) {
         if esc.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
             out.extend_from_slice(b"\\u00");
-            out.push(HEX[(c >> 4) as usize]);
-            out.push(HEX[(c & 0xf) as usize]);
+            out.push(HEX[usize::from(c >> 4)]);
+            out.push(HEX[usize::from(c & 0xf)]);
         } else {
             out.extend_from_slice(esc);
         }
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
 }
 
 /// `coerceString` (spec §4.1): `None` for null; objects/arrays become compact JSON.

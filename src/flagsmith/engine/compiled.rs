@@ -203,16 +203,7 @@ fn rank_overrides(segments: &mut [Segment]) -> bool {
     }
     // Without NaN, `priority_lt` is a strict weak order (missing = +∞), so sorting by it and
     // numbering the classes of equal priorities gives ranks that agree with it.
-    let order = |a: &Option<Priority>, b: &Option<Priority>| {
-        if priority_lt(*a, *b) {
-            Ordering::Less
-        } else if priority_lt(*b, *a) {
-            Ordering::Greater
-        } else {
-            Ordering::Equal
-        }
-    };
-    overrides.sort_by(|a, b| order(&a.priority, &b.priority));
+    overrides.sort_by(|a, b| priority_order(a.priority, b.priority));
     let mut rank = 0u32;
     let mut previous: Option<Option<Priority>> = None;
     for feature in overrides {
@@ -225,6 +216,17 @@ fn rank_overrides(segments: &mut [Segment]) -> bool {
         feature.rank = rank;
     }
     true
+}
+
+/// [`priority_lt`] as an ordering for sorting (equal when neither is less).
+fn priority_order(a: Option<Priority>, b: Option<Priority>) -> Ordering {
+    if priority_lt(a, b) {
+        Ordering::Less
+    } else if priority_lt(b, a) {
+        Ordering::Greater
+    } else {
+        Ordering::Equal
+    }
 }
 
 /// `a < b` with missing/null priorities as +∞ (NaN never wins).
@@ -268,15 +270,7 @@ fn compile_feature(fc: &FeatureContext) -> Feature {
             (v.priority, variant)
         })
         .collect();
-    variants.sort_by(|(a, _), (b, _)| {
-        if priority_lt(*a, *b) {
-            Ordering::Less
-        } else if priority_lt(*b, *a) {
-            Ordering::Greater
-        } else {
-            Ordering::Equal
-        }
-    });
+    variants.sort_by(|(a, _), (b, _)| priority_order(*a, *b));
     Feature {
         key: fc.key.clone(),
         name: fc.name.clone(),
