@@ -273,11 +273,14 @@ pub(crate) async fn run_loader(inner: Arc<Inner>, cancel: CancellationToken) {
             match read {
                 Ok(Some(cohort)) => {
                     let (members, last_modified) = (cohort.members.len(), cohort.last_modified);
+                    let bytes = cohort.members.heap_bytes();
                     if mirror.install(cohort) {
-                        tracing::debug!(
+                        // One line per cohort version (rare), as the sync logs its downloads.
+                        tracing::info!(
                             cohort_id,
                             last_modified,
                             members,
+                            bytes,
                             millis = started.elapsed().as_millis() as u64,
                             "mirrored a cohort version"
                         );
