@@ -189,6 +189,11 @@ impl CohortMirror {
         state.dirty.pop_first()
     }
 
+    /// Whether `cohort_id` is marked to be read.
+    fn is_marked(&self, cohort_id: &str) -> bool {
+        self.lock().dirty.contains(cohort_id)
+    }
+
     /// Marks `cohort_id` to be read again, if it is still expected and not mirrored.
     fn retry(&self, cohort_id: &str) {
         let mut state = self.lock();
@@ -286,8 +291,9 @@ pub(crate) async fn run_loader(inner: Arc<Inner>, cancel: CancellationToken) {
                         );
                     }
                 }
-                // Removed, or changed during the read: its signal marks it again; should it
-                // have come already, read again after a pause.
+                // Removed, or changed during the read: its signal marks it again (usually it
+                // has already); otherwise read again after a pause.
+                Ok(None) if mirror.is_marked(&cohort_id) => {}
                 Ok(None) => pause_and_retry(mirror, &cohort_id, &cancel).await,
                 Err(error) => {
                     tracing::warn!(cohort_id, %error, "could not mirror a cohort; retrying");
@@ -450,7 +456,9 @@ mod tests {
         assert_eq!(mirror.lookup("User", "a"), ids(&[]));
         // A wanted cohort whose read failed is read again.
         mirror.expect("c3", 1);
+        assert!(mirror.is_marked("c3"));
         assert_eq!(mirror.next_dirty().as_deref(), Some("c3"));
+        assert!(!mirror.is_marked("c3"));
         mirror.retry("c3");
         assert_eq!(mirror.next_dirty().as_deref(), Some("c3"));
     }
