@@ -877,6 +877,200 @@ mod redis_only {
         within_a_second(&follower, "b", &[]).await;
     }
 
+    /// Waits up to a second for `store`'s cohort mirror to answer lookups.
+    async fn mirror_within_a_second(store: &RedisStore) {
+        let started = std::time::Instant::now();
+        while !store.mirror_ready() {
+            assert!(
+                started.elapsed() < SECOND,
+                "the mirror did not load in time"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn ids(store: &RedisStore, group_type: &str, member: &str) -> Vec<String> {
+        store.get_memberships(group_type, member).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_mirror_follows_another_replicas_writes_and_removals() {
+        let server = RedisServer::start();
+        let writer = redis_store(&server).await;
+        let follower = redis_store(&server).await;
+        let mut conn = raw(&server).await;
+        mirror_within_a_second(&follower).await;
+        writer
+            .put_cohort(
+                &cohort("c", "User", 2, 1),
+                &members(&["a", "b"]),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        within_a_second(&follower, "a", &["c"]).await;
+        mirror_within_a_second(&follower).await;
+        // Every lookup from here on is of a user not looked up before on this replica (no
+        // cache entry), and none reaches Redis.
+        let before = smembers_calls(&mut conn).await;
+        assert_eq!(ids(&follower, "User", "b").await, ["c"]);
+        assert!(ids(&follower, "User", "x").await.is_empty());
+        assert!(ids(&follower, "org", "a").await.is_empty());
+        assert_eq!(smembers_calls(&mut conn).await, before);
+
+        // A new version with another group type, and an empty cohort.
+        writer
+            .put_cohort(
+                &cohort("c", "org", 2, 2),
+                &members(&["b", "d"]),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        writer
+            .put_cohort(&cohort("empty", "org", 0, 1), &[], Bytes::new())
+            .await
+            .unwrap();
+        within_a_second(&follower, "b", &[]).await;
+        mirror_within_a_second(&follower).await;
+        let before = smembers_calls(&mut conn).await;
+        assert!(ids(&follower, "User", "a").await.is_empty());
+        assert!(ids(&follower, "User", "d").await.is_empty());
+        assert_eq!(ids(&follower, "org", "b").await, ["c"]);
+        assert_eq!(ids(&follower, "org", "d").await, ["c"]);
+        assert!(ids(&follower, "org", "a").await.is_empty());
+        assert_eq!(smembers_calls(&mut conn).await, before);
+        // The writer's own mirror follows too.
+        mirror_within_a_second(&writer).await;
+        assert_eq!(ids(&writer, "org", "d").await, ["c"]);
+
+        writer.remove_cohort("c").await.unwrap();
+        // The writer drops it at once.
+        assert!(ids(&writer, "org", "d").await.is_empty());
+        let started = std::time::Instant::now();
+        while !ids(&follower, "org", "d").await.is_empty() {
+            assert!(
+                started.elapsed() < SECOND,
+                "the removal did not arrive in time"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        mirror_within_a_second(&follower).await;
+        let before = smembers_calls(&mut conn).await;
+        assert!(ids(&follower, "org", "b").await.is_empty());
+        assert!(ids(&follower, "org", "y").await.is_empty());
+        assert_eq!(smembers_calls(&mut conn).await, before);
+        let (mirrored, bytes) = follower.mirror_size();
+        assert_eq!(mirrored, 0, "only the empty cohort is left");
+        assert!(bytes < 1024, "{bytes}");
+    }
+
+    /// A cohort big enough for `SSCAN COUNT 1` to take many round trips to mirror.
+    fn many(n: usize, prefix: &str) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    }
+
+    #[tokio::test]
+    async fn lookups_are_correct_while_the_mirror_loads() {
+        let server = RedisServer::start();
+        let writer = redis_store(&server).await;
+        let slow = RedisSettings {
+            scan_count: 1,
+            ..settings(&server, "test")
+        };
+        let follower = RedisStore::connect(&slow).await.unwrap();
+        let mut signals = follower.subscribe_cohorts();
+        let big = many(3000, "u");
+        writer
+            .put_cohort(&cohort("big", "User", 3000, 1), &big, Bytes::new())
+            .await
+            .unwrap();
+        writer
+            .put_cohort(
+                &cohort("small", "User", 1, 1),
+                &members(&["u7"]),
+                Bytes::new(),
+            )
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            next(&mut signals, SECOND).await;
+        }
+        // Once the signals are in, every answer is right, from Redis while the mirror loads
+        // and from the mirror after.
+        let (mut before_ready, mut i) = (0, 0);
+        while !follower.mirror_ready() {
+            let member = format!("u{}", i % 3100);
+            let expected: Vec<&str> = match i % 3100 {
+                7 => vec!["big", "small"],
+                n if n < 3000 => vec!["big"],
+                _ => vec![],
+            };
+            assert_eq!(ids(&follower, "User", &member).await, expected, "{member}");
+            before_ready += 1;
+            i += 7;
+            assert!(i < 10_000_000, "the mirror never loaded");
+        }
+        assert!(
+            before_ready > 0,
+            "the mirror loaded before the first lookup"
+        );
+        assert_eq!(ids(&follower, "User", "u7").await, ["big", "small"]);
+        assert_eq!(ids(&follower, "User", "u2999").await, ["big"]);
+        assert!(ids(&follower, "User", "u3000").await.is_empty());
+        assert_eq!(follower.mirror_size().0, 3001);
+
+        // A replica starting now answers right from the start (it learns the stored versions
+        // before `connect` returns), before its mirror has loaded.
+        let starting = RedisStore::connect(&slow).await.unwrap();
+        assert!(!starting.mirror_ready());
+        assert_eq!(ids(&starting, "User", "u7").await, ["big", "small"]);
+        assert!(ids(&starting, "User", "v1").await.is_empty());
+        let started = std::time::Instant::now();
+        while !starting.mirror_ready() {
+            assert!(started.elapsed() < Duration::from_secs(30));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(ids(&starting, "User", "u1234").await, ["big"]);
+    }
+
+    #[tokio::test]
+    async fn the_mirror_is_not_trusted_while_change_signals_are_lost() {
+        let mut server = RedisServer::start();
+        let store = redis_store(&server).await;
+        store
+            .put_cohort(&cohort("c", "User", 1, 1), &members(&["a"]), Bytes::new())
+            .await
+            .unwrap();
+        mirror_within_a_second(&store).await;
+        server.stop();
+        let started = std::time::Instant::now();
+        while store.mirror_ready() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the mirror kept answering without change signals"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(store.get_memberships("User", "a").await.is_err());
+        server.restart(); // No persistence: the data is gone.
+        let started = std::time::Instant::now();
+        loop {
+            if store.mirror_ready() {
+                if let Ok(found) = store.get_memberships("User", "a").await {
+                    assert!(found.is_empty(), "{found:?}");
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "never caught up"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(store.mirror_size().0, 0);
+    }
+
     #[tokio::test]
     async fn a_starting_replica_learns_what_is_stored() {
         let server = RedisServer::start();

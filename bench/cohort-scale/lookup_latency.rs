@@ -5,12 +5,17 @@
 //! stored cohort `big` (members `user-<i>`) there. Usage:
 //! `lookup_latency <redis-uri> <cohort size> <samples>`; prints one JSON line with the
 //! percentiles (µs) of enrich with a flag targeting `big`:
-//! - `enrich_with_lookup_us`: every sample a user not looked up before (each one misses the
-//!   replica's membership cache and reaches Redis);
+//! - `enrich_with_lookup_us`: every sample a user not looked up before, on a store whose
+//!   replica-local cohort mirror has loaded (answered without Redis);
+//! - `enrich_with_lookup_no_mirror_us`: the same on a store with the mirror switched off (each
+//!   lookup misses the replica's membership cache and reaches Redis: the path before the mirror);
 //! - `enrich_with_lookup_repeat_users_us`: users drawn again from a working set of 1,000 already
-//!   looked up (answered from the cache until a cohort change clears it);
+//!   looked up, with the mirror;
 //! - and, as the baseline, of enrich with a flag set without cohort targeting (which returns
 //!   before any lookup).
+//!
+//! Also the mirror's load time from `connect`, the process RSS it added (VmRSS before `connect`
+//! and once loaded) and the heap bytes of its member buffers.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,6 +80,19 @@ fn summary(sorted: &[f64]) -> String {
     )
 }
 
+/// The process's resident set (MiB), from /proc (0 where unavailable).
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status.lines().find_map(|line| {
+                let kib = line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?;
+                kib.trim().parse::<f64>().ok()
+            })
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -83,21 +101,52 @@ async fn main() -> anyhow::Result<()> {
     };
     let size: u64 = size.parse()?;
     let samples: usize = samples.parse()?;
-    let store: Arc<dyn Store> = Arc::new(RedisStore::connect(&RedisSettings::new(uri)).await?);
-    let cohorts = Cohorts::new(store, Vec::new());
     let targeting = flags(COHORT_FLAG)?;
     let plain = flags(PLAIN_FLAG)?;
-    // Warm the connection pool and both code paths before timing (users 0..1000, the
+
+    // A replica with the mirror: how long it takes to load and what it costs in memory.
+    let rss_before = rss_mib();
+    let started = Instant::now();
+    let mirrored = Arc::new(RedisStore::connect(&RedisSettings::new(uri)).await?);
+    while !mirrored.mirror_ready() {
+        if started.elapsed().as_secs() > 600 {
+            anyhow::bail!("the cohort mirror did not load within 10 minutes");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let load_seconds = started.elapsed().as_secs_f64();
+    let rss_growth = rss_mib() - rss_before;
+    let (mirrored_members, mirror_bytes) = mirrored.mirror_size();
+
+    // The path before the mirror: cache + SMEMBERS.
+    let without_mirror = RedisSettings {
+        cohort_mirror: false,
+        ..RedisSettings::new(uri)
+    };
+    let redis_only: Arc<dyn Store> = Arc::new(RedisStore::connect(&without_mirror).await?);
+    let redis_cohorts = Cohorts::new(redis_only, Vec::new());
+    let mirrored: Arc<dyn Store> = mirrored;
+    let cohorts = Cohorts::new(mirrored, Vec::new());
+    // Warm the connection pools and the code paths before timing (users 0..1000, the
     // working set of the repeat-user run).
+    measure(&redis_cohorts, &targeting, size, 1000, 0, None).await?;
     measure(&cohorts, &targeting, size, 1000, 0, None).await?;
     measure(&cohorts, &plain, size, 1000, 0, None).await?;
-    // Users 1000.. were never looked up: every lookup reaches Redis.
+    // Users 1000.. were never looked up: without the mirror every lookup reaches Redis.
+    let (no_mirror, found_no_mirror) =
+        measure(&redis_cohorts, &targeting, size, samples, 1000, None).await?;
     let (with_lookup, found) = measure(&cohorts, &targeting, size, samples, 1000, None).await?;
+    anyhow::ensure!(
+        found == found_no_mirror,
+        "the mirror found {found} members, Redis {found_no_mirror}"
+    );
     let (repeat, _) = measure(&cohorts, &targeting, size, samples, 0, Some(1000)).await?;
     let (without, _) = measure(&cohorts, &plain, size, samples, 0, None).await?;
     println!(
-        r#"{{"samples":{samples},"members_found":{found},"enrich_with_lookup_us":{},"enrich_with_lookup_repeat_users_us":{},"enrich_without_cohort_flags_us":{}}}"#,
+        r#"{{"samples":{samples},"members_found":{found},"mirror_load_seconds":{load_seconds:.2},"mirror_members":{mirrored_members},"mirror_heap_mib":{:.1},"mirror_rss_growth_mib":{rss_growth:.1},"enrich_with_lookup_us":{},"enrich_with_lookup_no_mirror_us":{},"enrich_with_lookup_repeat_users_us":{},"enrich_without_cohort_flags_us":{}}}"#,
+        mirror_bytes as f64 / 1048576.0,
         summary(&with_lookup),
+        summary(&no_mirror),
         summary(&repeat),
         summary(&without)
     );

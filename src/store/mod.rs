@@ -15,6 +15,7 @@
 //! [`Store::subscribe_documents`] and load the new version.
 //! The request path never calls the store for flags: it reads the registry's compiled snapshot.
 
+mod cohort_mirror;
 pub mod keys;
 mod membership_cache;
 pub mod memory;

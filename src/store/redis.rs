@@ -49,7 +49,10 @@
 //! go in pipelines of `pipeline_batch_size` commands, up to 8 pipelines in flight at once.
 //! The request path reads only bounded things: one membership set (`SMEMBERS`, at most one id
 //! per cohort; answers are kept in a bounded replica-local cache cleared on every cohort change
-//! signal, see [`super::membership_cache`]), one description + blob (`MGET`).
+//! signal, see [`super::membership_cache`]), one description + blob (`MGET`). Membership
+//! lookups are answered without Redis at all once the replica-local mirror of every stored
+//! cohort's members has loaded ([`super::cohort_mirror`]); the `SMEMBERS` path is the fallback
+//! while it loads or while change signals are not followed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -64,6 +67,7 @@ use redis::{AsyncConnectionConfig, Client, FromRedisValue, RedisError, Script};
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use super::cohort_mirror::CohortMirror;
 use super::keys::Keys;
 use super::membership_cache::MembershipCache;
 use super::{
@@ -109,6 +113,10 @@ pub struct RedisSettings {
     /// Most membership lookups kept in the replica-local cache (0: no cache); see
     /// [`super::membership_cache`].
     pub membership_cache_size: usize,
+    /// Whether each replica mirrors every stored cohort's members in memory (about the id
+    /// length + 8 bytes per member) to answer membership lookups without Redis; see
+    /// [`super::cohort_mirror`]. Default `true`; `false` keeps the cache + `SMEMBERS` path only.
+    pub cohort_mirror: bool,
     /// For `rediss://`: the PEM certificate(s) to trust instead of the system roots (a private
     /// CA); `None` uses the platform's trust store.
     pub tls_root_cert_pem: Option<Vec<u8>>,
@@ -126,6 +134,7 @@ impl RedisSettings {
             pipeline_batch_size: BATCH,
             scan_count: BATCH,
             membership_cache_size: MEMBERSHIP_CACHE_SIZE,
+            cohort_mirror: true,
             tls_root_cert_pem: None,
         }
     }
@@ -374,6 +383,8 @@ pub(crate) struct Inner {
     outage: Outage,
     /// Membership lookups, valid while change signals are followed.
     memberships: MembershipCache,
+    /// Every stored cohort's members, answering lookups once loaded.
+    pub(crate) mirror: CohortMirror,
     known: Mutex<Known>,
     changes: broadcast::Sender<Change>,
     cohort_changes: broadcast::Sender<CohortChange>,
@@ -524,7 +535,7 @@ impl Inner {
     }
 
     /// One page of a `SCAN`-family command: `(next cursor, items)`.
-    async fn scan_page<T: FromRedisValue>(
+    pub(crate) async fn scan_page<T: FromRedisValue>(
         &self,
         command: &str,
         key: &str,
@@ -633,7 +644,11 @@ impl Inner {
         pipes.finish().await
     }
 
-    fn description_from(&self, key: &str, json: &str) -> Result<CohortDescription, StoreError> {
+    pub(crate) fn description_from(
+        &self,
+        key: &str,
+        json: &str,
+    ) -> Result<CohortDescription, StoreError> {
         serde_json::from_str(json).map_err(|error| StoreError::Corrupt {
             key: key.to_owned(),
             reason: error.to_string(),
@@ -674,6 +689,7 @@ impl Inner {
             return;
         }
         known.cohorts.insert(cohort_id.to_owned(), last_modified);
+        self.mirror.expect(cohort_id, last_modified);
         let _ = self.cohort_changes.send(CohortChange::Updated {
             cohort_id: cohort_id.to_owned(),
             last_modified,
@@ -684,6 +700,7 @@ impl Inner {
     fn note_cohort_removed(&self, cohort_id: &str) {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         if known.cohorts.remove(cohort_id).is_some() {
+            self.mirror.forget(cohort_id);
             let _ = self.cohort_changes.send(CohortChange::Removed {
                 cohort_id: cohort_id.to_owned(),
             });
@@ -819,7 +836,9 @@ async fn follow(inner: Arc<Inner>, cancel: CancellationToken, ready: oneshot::Se
                     }
                     // Signals are followed from here on: membership answers may be cached.
                     inner.memberships.set_enabled(true);
+                    inner.mirror.set_following(true);
                     let cancelled = relay(&inner, pubsub, &cancel).await;
+                    inner.mirror.set_following(false);
                     inner.memberships.set_enabled(false);
                     if cancelled {
                         return;
@@ -925,6 +944,7 @@ impl RedisStore {
             in_flight: PIPELINES_IN_FLIGHT.min(settings.pool_size as usize).max(1),
             outage: Outage::default(),
             memberships: MembershipCache::new(settings.membership_cache_size),
+            mirror: CohortMirror::new(settings.cohort_mirror),
             known: Mutex::new(Known::default()),
             changes,
             cohort_changes,
@@ -934,6 +954,10 @@ impl RedisStore {
         let cancel = CancellationToken::new();
         let (ready, subscribed) = oneshot::channel();
         tokio::spawn(follow(Arc::clone(&inner), cancel.clone(), ready));
+        tokio::spawn(super::cohort_mirror::run_loader(
+            Arc::clone(&inner),
+            cancel.clone(),
+        ));
         if tokio::time::timeout(settings.connection_timeout, subscribed)
             .await
             .is_err()
@@ -944,6 +968,18 @@ impl RedisStore {
             inner,
             _follower: cancel.drop_guard(),
         })
+    }
+
+    /// Whether membership lookups are answered from the replica-local cohort mirror right now
+    /// (every stored cohort loaded at its stored version, change signals followed); for
+    /// benchmarks, tests and diagnostics.
+    pub fn mirror_ready(&self) -> bool {
+        self.inner.mirror.ready()
+    }
+
+    /// Members held by the replica-local cohort mirror and the heap bytes they take.
+    pub fn mirror_size(&self) -> (usize, usize) {
+        self.inner.mirror.size()
     }
 
     /// The schema version the keyspace is at (after [`RedisStore::connect`], the current one).
@@ -1302,6 +1338,11 @@ impl Store for RedisStore {
         // Read-your-writes on this replica, without waiting for the signal to come back (a
         // repair may have changed the index even when the write failed).
         self.inner.memberships.clear();
+        if let Ok(CohortWrite::Written { .. }) = &written {
+            self.inner
+                .mirror
+                .expect(&description.cohort_id, description.last_modified);
+        }
         written
     }
 
@@ -1361,6 +1402,9 @@ impl Store for RedisStore {
         group_type: &str,
         member: &str,
     ) -> Result<Vec<String>, StoreError> {
+        if let Some(ids) = self.inner.mirror.lookup(group_type, member) {
+            return Ok(ids);
+        }
         let cache = &self.inner.memberships;
         if let Some(ids) = cache.get(group_type, member) {
             return Ok(ids.to_vec());
@@ -1387,6 +1431,9 @@ impl Store for RedisStore {
             .arg(TEMP_TTL_MS);
         let moved: Result<u64, StoreError> = self.script(&invocation).await;
         self.inner.memberships.clear();
+        if moved.is_ok() {
+            self.inner.mirror.forget(cohort_id);
+        }
         let moved = moved?;
         let mut index = redis::pipe();
         index

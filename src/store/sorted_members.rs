@@ -4,6 +4,9 @@
 //! about 600 bytes per member. Here the ids are sorted, de-duplicated and concatenated into one
 //! buffer with one end offset each (the id's length plus 8 bytes per member), membership is a
 //! binary search, and the difference between two versions is a merge walk.
+//!
+//! The Redis store's replica-local mirror ([`super::cohort_mirror`]) keeps the same form, built
+//! page by page with [`SortedMembersBuilder`] so that no `Vec<String>` of the whole cohort exists.
 
 use std::cmp::Ordering;
 
@@ -33,6 +36,11 @@ impl SortedMembers {
     /// How many members there are.
     pub fn len(&self) -> usize {
         self.ends.len()
+    }
+
+    /// Bytes held on the heap (buffer and offsets), for logs and memory figures.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + self.ends.capacity() * std::mem::size_of::<usize>()
     }
 
     fn get(&self, index: usize) -> &str {
@@ -92,6 +100,46 @@ impl SortedMembers {
     }
 }
 
+/// Collects member ids in any order (with duplicates) in compact form, then sorts them once:
+/// about twice the final size plus 8 bytes per id at the peak, instead of a `String` per id.
+#[derive(Debug, Default)]
+pub struct SortedMembersBuilder {
+    bytes: String,
+    ends: Vec<usize>,
+}
+
+impl SortedMembersBuilder {
+    /// Adds one id.
+    pub fn push(&mut self, id: &str) {
+        self.bytes.push_str(id);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn span(&self, index: usize) -> &str {
+        let start = index
+            .checked_sub(1)
+            .and_then(|i| self.ends.get(i))
+            .copied()
+            .unwrap_or(0);
+        let end = self.ends.get(index).copied().unwrap_or(start);
+        self.bytes.get(start..end).unwrap_or_default()
+    }
+
+    /// The ids sorted and de-duplicated.
+    pub fn finish(self) -> SortedMembers {
+        let mut order: Vec<usize> = (0..self.ends.len()).collect();
+        order.sort_unstable_by(|a, b| self.span(*a).cmp(self.span(*b)));
+        order.dedup_by(|a, b| self.span(*a) == self.span(*b));
+        let mut bytes = String::with_capacity(order.iter().map(|i| self.span(*i).len()).sum());
+        let mut ends = Vec::with_capacity(order.len());
+        for index in order {
+            bytes.push_str(self.span(index));
+            ends.push(bytes.len());
+        }
+        SortedMembers { bytes, ends }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +161,24 @@ mod tests {
         }
         assert!(!members(&[]).contains("a"));
         assert_eq!(members(&[]).len(), 0);
+    }
+
+    #[test]
+    fn the_builder_sorts_and_deduplicates_like_new() {
+        let ids = ["b", "a", "", "ccc", "a", "user-10", "user-1", "b"];
+        let mut builder = SortedMembersBuilder::default();
+        for id in ids {
+            builder.push(id);
+        }
+        let built = builder.finish();
+        let expected = members(&ids);
+        assert_eq!(
+            built.iter().collect::<Vec<_>>(),
+            expected.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(built.len(), 6);
+        assert!(built.contains("user-1") && built.contains("") && !built.contains("user"));
+        assert_eq!(SortedMembersBuilder::default().finish().len(), 0);
     }
 
     #[test]
