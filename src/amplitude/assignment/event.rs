@@ -929,6 +929,68 @@ mod tests {
     }
 
     #[test]
+    fn precomputed_parts_match_the_oracle_for_odd_keys_and_subsets() {
+        // Java order differs from byte order (U+FF21 vs U+1F600), keys and variants padded
+        // with spaces (trimmed in the canonical key only), a non-BMP variant (two UTF-16 units
+        // in the piece's length), a repeated flag key (the later flag's variant), a default and
+        // a mutual-exclusion group.
+        let flags = format!(
+            "[{},{},{},{},{},{}]",
+            flag("\u{ff21}", "a", r#"{"flagVersion":2}"#),
+            flag(" padded ", " v ", r#"{"flagVersion":3,"default":true}"#),
+            flag("\u{1f600}", "\u{1f601}x", r#"{"segmentName":"s"}"#),
+            flag("mx", "slot", r#"{"flagType":"mutual-exclusion-group"}"#),
+            flag("dup", "first", "{}"),
+            flag("dup", "second", r#"{"flagVersion":9}"#),
+        );
+        let user = r#"{"user":{"user_id":" u ","device_id":"é"}}"#;
+        let a = assignment(user, &flags, 1_700_000_000_123);
+        assert_eq!(
+            canonical_key(&a),
+            "u é padded v dup second mx slot \u{1f600} \u{1f601}x \u{ff21} a ",
+            "sorted by the untrimmed key: the padded one first"
+        );
+        let event = build_event(&a, &canonical_key(&a)).unwrap();
+        assert_eq!(event["event_properties"]["dup.variant"], "second");
+        assert_eq!(
+            event["user_properties"]["$unset"],
+            json!({"[Experiment]  padded ": "-"})
+        );
+        // A subset of the flags, evaluated by the same compiled config: the same parts, fewer
+        // entries.
+        let compiled = CompiledFlags::compile(parse_flags(flags.as_bytes()).unwrap());
+        let context = Value::from_json_slice(user.as_bytes()).unwrap();
+        let keys = ["\u{1f600}".to_owned(), "mx".to_owned()];
+        let subset = Assignment {
+            api_key: Arc::from("k"),
+            results: compiled.evaluate(&context, &keys).unwrap(),
+            context,
+            timestamp_millis: 7,
+        };
+        let key = canonical_key(&subset);
+        assert_eq!(key, "u é mx slot \u{1f600} \u{1f601}x ");
+        build_event(&subset, &key).unwrap();
+    }
+
+    #[test]
+    fn one_writer_serves_several_configs() {
+        let mut writer = EventWriter::new();
+        for (flags, variant) in [
+            (format!("[{}]", flag("f", "on", "{}")), "on"),
+            (
+                format!("[{},{}]", flag("g", "x", "{}"), flag("f", "off", "{}")),
+                "off",
+            ),
+        ] {
+            let a = assignment(r#"{"user":{"user_id":"u"}}"#, &flags, 0);
+            let bytes = writer.write(&a, &Identity::of(&a.context)).unwrap();
+            let reference = reference_event(&a, &canonical_key(&a));
+            assert_eq!(bytes, serde_json::to_vec(&reference).unwrap());
+            assert_eq!(reference["event_properties"]["f.variant"], variant);
+        }
+    }
+
+    #[test]
     fn canonical_hash_equals_the_hash_of_the_key() {
         for (context, flags) in [
             (
