@@ -117,9 +117,49 @@ struct Batch {
     event_bytes: usize,
 }
 
+/// Most request bodies kept for reuse ([`Spares`]).
+const SPARE_BODIES: usize = 4;
+
+/// Request bodies of delivered batches, kept for the next batches. A body grows to about
+/// [`MAX_BATCH_BYTES`] under load; a fresh one each time costs a regrowth, page faults on its
+/// new pages and, for glibc's large allocations, an `munmap` when freed.
+#[derive(Debug, Default)]
+struct Spares(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Spares {
+    /// An empty body, with room from an earlier batch when one is spare.
+    fn body(&self) -> Vec<u8> {
+        let spare = match self.0.lock() {
+            Ok(mut spares) => spares.pop(),
+            Err(_) => None,
+        };
+        spare.unwrap_or_default()
+    }
+
+    /// Keeps a sent body for reuse if nothing else holds it (the HTTP client has let go of it
+    /// once the response arrived) and it is not oversized.
+    fn recycle(&self, body: Bytes) {
+        let Ok(body) = body.try_into_mut() else {
+            return;
+        };
+        if body.capacity() > 2 * MAX_BATCH_BYTES {
+            return;
+        }
+        let mut body = Vec::from(body);
+        body.clear();
+        if let Ok(mut spares) = self.0.lock() {
+            if spares.len() < SPARE_BODIES {
+                spares.push(body);
+            }
+        }
+    }
+}
+
 impl Batch {
-    fn new(api_key: &str) -> Self {
-        let mut body = Vec::with_capacity(api_key.len() + 32);
+    /// An empty batch for `api_key`, written into `body` (cleared first).
+    fn new(api_key: &str, mut body: Vec<u8>) -> Self {
+        body.clear();
+        body.reserve(api_key.len() + 32);
         body.extend_from_slice(b"{\"api_key\":");
         // Serialising a &str cannot fail.
         let _ = serde_json::to_writer(&mut body, api_key);
@@ -178,7 +218,7 @@ impl Sealed {
 
     /// A new batch of some of these events (a 413 half, or the good rest of a 400).
     fn rebuild<'a>(api_key: &str, events: impl Iterator<Item = &'a [u8]>) -> Sealed {
-        let mut batch = Batch::new(api_key);
+        let mut batch = Batch::new(api_key, Vec::new());
         for event in events {
             batch.append(event);
         }
@@ -200,10 +240,10 @@ struct Pending {
 }
 
 impl Pending {
-    fn new(api_key: &str) -> Self {
+    fn new(api_key: &str, spares: &Spares) -> Self {
         Self {
             full: VecDeque::new(),
-            open: Batch::new(api_key),
+            open: Batch::new(api_key, spares.body()),
             count: 0,
             since: Instant::now(),
         }
@@ -216,6 +256,7 @@ impl Pending {
     fn push<E>(
         &mut self,
         api_key: &str,
+        spares: &Spares,
         write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
         let open = &mut self.open;
@@ -230,7 +271,7 @@ impl Pending {
         }
         let len = open.body.len() - start;
         if !open.events.is_empty() && open.event_bytes + len > MAX_BATCH_BYTES {
-            let mut next = Batch::new(api_key);
+            let mut next = Batch::new(api_key, spares.body());
             next.append(&open.body[start..]);
             open.body.truncate(mark);
             let done = std::mem::replace(open, next);
@@ -240,7 +281,7 @@ impl Pending {
             open.event_bytes += len;
         }
         if self.open.is_full() {
-            let done = std::mem::replace(&mut self.open, Batch::new(api_key));
+            let done = std::mem::replace(&mut self.open, Batch::new(api_key, spares.body()));
             self.full.push_back(done.seal());
         }
         self.count += 1;
@@ -252,7 +293,8 @@ impl Pending {
         let batch = match self.full.pop_front() {
             Some(batch) => batch,
             None if self.open.events.is_empty() => return None,
-            None => std::mem::replace(&mut self.open, Batch::new(api_key)).seal(),
+            // The buffer is dropped or refilled after this: no spare body for the new open one.
+            None => std::mem::replace(&mut self.open, Batch::new(api_key, Vec::new())).seal(),
         };
         self.count -= batch.len();
         Some(batch)
@@ -265,6 +307,7 @@ pub struct Uploader {
     settings: UploadSettings,
     pending: HashMap<Arc<str>, Pending>,
     abort: CancellationToken,
+    spares: Spares,
 }
 
 impl Uploader {
@@ -279,6 +322,7 @@ impl Uploader {
             settings,
             pending: HashMap::new(),
             abort,
+            spares: Spares::default(),
         })
     }
 
@@ -307,9 +351,9 @@ impl Uploader {
             None => self
                 .pending
                 .entry(Arc::clone(api_key))
-                .or_insert_with(|| Pending::new(api_key)),
+                .or_insert_with(|| Pending::new(api_key, &self.spares)),
         };
-        let result = pending.push(api_key, write);
+        let result = pending.push(api_key, &self.spares, write);
         if pending.count == 0 {
             // The first event failed: no deadline for an empty buffer.
             self.pending.remove(api_key);
@@ -404,6 +448,7 @@ impl Uploader {
             match outcome {
                 Outcome::Delivered => {
                     metrics::counter!(m::ASSIGNMENT_UPLOADED).increment(batch.len() as u64);
+                    self.spares.recycle(batch.body);
                     return None;
                 }
                 Outcome::Retry(reason) => {
@@ -583,9 +628,10 @@ mod tests {
     /// Pushes `events` into a fresh buffer and returns its batches, oldest first, checking
     /// that each body is the JSON envelope of its events.
     fn batches(events: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
-        let mut pending = Pending::new("k");
+        let spares = Spares::default();
+        let mut pending = Pending::new("k", &spares);
         for event in events {
-            let written: Result<(), ()> = pending.push("k", |out| {
+            let written: Result<(), ()> = pending.push("k", &spares, |out| {
                 out.extend_from_slice(event);
                 Ok(())
             });
@@ -619,9 +665,10 @@ mod tests {
         );
         assert!(batches(&[]).is_empty());
         let exact = vec![vec![b'1'; MAX_BATCH_BYTES / 2]; 2];
-        let mut pending = Pending::new("k");
+        let spares = Spares::default();
+        let mut pending = Pending::new("k", &spares);
         for event in &exact {
-            let written: Result<(), ()> = pending.push("k", |out| {
+            let written: Result<(), ()> = pending.push("k", &spares, |out| {
                 out.extend_from_slice(event);
                 Ok(())
             });
@@ -636,13 +683,14 @@ mod tests {
 
     #[test]
     fn a_failed_write_appends_nothing() {
-        let mut pending = Pending::new("k");
-        let ok: Result<(), ()> = pending.push("k", |out| {
+        let spares = Spares::default();
+        let mut pending = Pending::new("k", &spares);
+        let ok: Result<(), ()> = pending.push("k", &spares, |out| {
             out.extend_from_slice(b"1");
             Ok(())
         });
         ok.unwrap();
-        let failed: Result<(), &str> = pending.push("k", |out| {
+        let failed: Result<(), &str> = pending.push("k", &spares, |out| {
             out.extend_from_slice(b"garbage");
             Err("no identity")
         });
@@ -650,5 +698,26 @@ mod tests {
         let batch = pending.take("k").unwrap();
         assert_eq!(&batch.body[..], br#"{"api_key":"k","events":[1]}"#);
         assert!(pending.take("k").is_none());
+    }
+
+    #[test]
+    fn delivered_bodies_are_reused_only_when_unshared() {
+        let spares = Spares::default();
+        let mut body = Vec::with_capacity(1000);
+        body.extend_from_slice(b"old");
+        let body = Bytes::from(body);
+        let held = body.clone();
+        spares.recycle(body);
+        assert!(
+            spares.body().capacity() < 1000,
+            "still held elsewhere: not reused"
+        );
+        spares.recycle(held);
+        let reused = spares.body();
+        assert!(reused.capacity() >= 1000 && reused.is_empty());
+        let batch = Batch::new("k", reused).seal();
+        assert_eq!(&batch.body[..], br#"{"api_key":"k","events":[]}"#);
+        spares.recycle(Bytes::from(vec![0u8; 2 * MAX_BATCH_BYTES + 1]));
+        assert_eq!(spares.body().capacity(), 0, "oversized bodies are not kept");
     }
 }
