@@ -717,7 +717,7 @@ impl CompiledFlags {
                 table.variant_slots.resize(table.digests.len(), slot);
                 CFlag {
                     key: f.key.as_str().into(),
-                    slot: slots.get(&f.key).copied().unwrap_or(0),
+                    slot,
                     segments,
                 }
             })
