@@ -264,18 +264,126 @@ impl<'a> EventMetadata<'a> {
     }
 }
 
-/// Serialises events straight to JSON bytes, reusing its scratch buffers from one event to the
-/// next (no `serde_json::Value` tree, one allocation per event: the returned bytes).
+/// What every event containing one (flag, variant) result shares, built once per config
+/// version ([`TableParts`]) instead of once per event.
+#[derive(Debug)]
+struct VariantPart {
+    /// `"<flag>.variant":"<variant>","<flag>.details":"v<flagVersion> rule:<segmentName>"`.
+    properties: Box<[u8]>,
+    /// `"[Experiment] <flag>":"<variant>"` (`:"-"` when `unset`); empty for a mutual-exclusion
+    /// group, which sets no user property.
+    user_property: Box<[u8]>,
+    /// Whether `user_property` goes to `$unset` (a default variant) rather than `$set`.
+    unset: bool,
+    /// [`java_hash`] of the canonical key's piece `"<flag.trim()> <variant.trim()> "`.
+    key_hash: i32,
+    /// 31 to the power of that piece's UTF-16 length (wrapping): appending the piece to a key
+    /// hashed `h` gives `h * key_power + key_hash`.
+    key_power: i32,
+}
+
+/// The assignment-event bytes and canonical-key hashes of one compiled config's results, built
+/// once per config version (by [`EvaluationResults::event_parts`](crate::amplitude::engine::EvaluationResults::event_parts)),
+/// so writing an event is copying these plus the user's own fields. Indexed like the engine's
+/// result table: `ranks` by flag slot, `variants` by variant index.
+#[derive(Debug, Default)]
+pub struct TableParts {
+    /// Per slot: the rank of its flag key in Java string order (the canonical key's order).
+    ranks: Vec<u32>,
+    /// Per result variant.
+    variants: Vec<VariantPart>,
+}
+
+impl TableParts {
+    /// Builds the parts of a result table: `keys` per slot, `variants` with the slot each
+    /// belongs to in `variant_slots`.
+    pub fn build(
+        keys: &[Box<str>],
+        variants: &[EvaluatedVariant],
+        variant_slots: &[usize],
+    ) -> Self {
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|&a, &b| java_order(&keys[a], &keys[b]));
+        let mut ranks = vec![0u32; keys.len()];
+        for (rank, &slot) in order.iter().enumerate() {
+            ranks[slot] = u32::try_from(rank).unwrap_or(u32::MAX);
+        }
+        let variants = variants
+            .iter()
+            .zip(variant_slots)
+            .map(|(variant, &slot)| {
+                let flag = keys.get(slot).map_or("", |key| &**key);
+                VariantPart::build(flag, variant)
+            })
+            .collect();
+        Self { ranks, variants }
+    }
+}
+
+impl VariantPart {
+    fn build(flag: &str, variant: &EvaluatedVariant) -> Self {
+        let metadata = EventMetadata::of(variant);
+        let mut properties = Vec::with_capacity(2 * flag.len() + 64);
+        properties.push(b'"');
+        escape_json_into(flag, &mut properties);
+        properties.extend_from_slice(b".variant\":");
+        string_into(&mut properties, variant.key());
+        properties.extend_from_slice(b",\"");
+        escape_json_into(flag, &mut properties);
+        properties.extend_from_slice(b".details\":\"v");
+        coerced_into(&mut properties, metadata.flag_version);
+        properties.extend_from_slice(b" rule:");
+        coerced_into(&mut properties, metadata.segment_name);
+        properties.push(b'"');
+        let mut user_property = Vec::new();
+        if !metadata.mutual_exclusion {
+            let value = if metadata.default { "-" } else { variant.key() };
+            user_property.extend_from_slice(b"\"[Experiment] ");
+            escape_json_into(flag, &mut user_property);
+            user_property.extend_from_slice(b"\":");
+            string_into(&mut user_property, value);
+        }
+        let mut piece = String::with_capacity(flag.len() + variant.key().len() + 2);
+        piece.push_str(flag.trim());
+        piece.push(' ');
+        piece.push_str(variant.key().trim());
+        piece.push(' ');
+        let key_power = piece
+            .encode_utf16()
+            .fold(1i32, |power, _| power.wrapping_mul(31));
+        Self {
+            properties: properties.into_boxed_slice(),
+            user_property: user_property.into_boxed_slice(),
+            unset: metadata.default,
+            key_hash: java_hash(&piece),
+            key_power,
+        }
+    }
+}
+
+/// `{"event_type":"[Experiment] Assignment","user_id":` ([`EVENT_TYPE`] needs no escaping).
+const EVENT_HEAD: &[u8] = b"{\"event_type\":\"[Experiment] Assignment\",\"user_id\":";
+/// `},"library":"evaluation-proxy/<version>"}` (the [`LIBRARY`] needs no escaping).
+const EVENT_TAIL: &[u8] = concat!(
+    "},\"library\":\"evaluation-proxy/",
+    env!("CARGO_PKG_VERSION"),
+    "\"}"
+)
+.as_bytes();
+
+/// Serialises events straight to JSON bytes from the config's precomputed [`TableParts`]
+/// (no `serde_json::Value` tree, no per-event escaping of flag data), reusing its scratch
+/// buffer from one event to the next.
 #[derive(Debug, Default)]
 pub struct EventWriter {
-    set: Vec<u8>,
-    unset: Vec<u8>,
-    /// The size of the last event, to allocate the next one once.
+    /// (flag rank, variant index) of each result, sorted for the canonical key's hash.
+    order: Vec<(u32, usize)>,
+    /// The size of the last event, to reserve room for the next one once.
     last_len: usize,
 }
 
 impl EventWriter {
-    /// A writer with empty scratch buffers.
+    /// A writer with an empty scratch buffer.
     pub fn new() -> Self {
         Self::default()
     }
@@ -287,74 +395,101 @@ impl EventWriter {
         assignment: &Assignment,
         identity: &Identity<'_>,
     ) -> Result<Vec<u8>, EventError> {
+        let mut out = Vec::new();
+        self.write_into(&mut out, assignment, identity)?;
+        Ok(out)
+    }
+
+    /// [`EventWriter::write`], appending to `out` (an upload body being built); nothing is
+    /// appended on error.
+    pub fn write_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        assignment: &Assignment,
+        identity: &Identity<'_>,
+    ) -> Result<(), EventError> {
         if !identity.is_present() {
             return Err(EventError::NoIdentity);
         }
-        let mut out = Vec::with_capacity(self.last_len.max(256) + 64);
-        out.extend_from_slice(b"{\"event_type\":");
-        string_into(&mut out, EVENT_TYPE);
-        out.extend_from_slice(b",\"user_id\":");
-        Self::id_into(&mut out, identity.user_id());
+        let (parts, entries) = assignment.results.event_parts();
+        let start = out.len();
+        out.reserve(self.last_len.max(256) + 64);
+        out.extend_from_slice(EVENT_HEAD);
+        Self::id_into(out, identity.user_id());
         out.extend_from_slice(b",\"device_id\":");
-        Self::id_into(&mut out, identity.device_id());
+        Self::id_into(out, identity.device_id());
         out.extend_from_slice(b",\"time\":");
-        int_into(&mut out, assignment.timestamp_millis);
+        int_into(out, assignment.timestamp_millis);
         out.extend_from_slice(b",\"insert_id\":\"");
-        escape_json_into(or_null(identity.user_id()), &mut out);
+        escape_json_into(or_null(identity.user_id()), out);
         out.push(b' ');
-        escape_json_into(or_null(identity.device_id()), &mut out);
+        escape_json_into(or_null(identity.device_id()), out);
         out.push(b' ');
-        int_into(&mut out, i64::from(canonical_hash(assignment, identity)));
+        int_into(
+            out,
+            i64::from(self.canonical_hash(parts, entries, identity)),
+        );
         out.push(b' ');
-        int_into(&mut out, assignment.timestamp_millis.div_euclid(DAY_MILLIS));
+        int_into(out, assignment.timestamp_millis.div_euclid(DAY_MILLIS));
         out.extend_from_slice(b"\",\"event_properties\":{");
-        self.set.clear();
-        self.unset.clear();
-        let mut first = true;
-        for (flag, variant) in assignment.results.iter() {
-            let metadata = EventMetadata::of(variant);
-            if !first {
+        let variants = || {
+            entries
+                .iter()
+                .filter_map(|&(_, variant)| parts.variants.get(variant))
+        };
+        for (index, part) in variants().enumerate() {
+            if index > 0 {
                 out.push(b',');
             }
-            first = false;
-            out.push(b'"');
-            escape_json_into(flag, &mut out);
-            out.extend_from_slice(b".variant\":");
-            string_into(&mut out, variant.key());
-            out.extend_from_slice(b",\"");
-            escape_json_into(flag, &mut out);
-            out.extend_from_slice(b".details\":\"v");
-            coerced_into(&mut out, metadata.flag_version);
-            out.extend_from_slice(b" rule:");
-            coerced_into(&mut out, metadata.segment_name);
-            out.push(b'"');
-            if metadata.mutual_exclusion {
-                continue;
-            }
-            let (target, value) = if metadata.default {
-                (&mut self.unset, "-")
-            } else {
-                (&mut self.set, variant.key())
-            };
-            if !target.is_empty() {
-                target.push(b',');
-            }
-            target.extend_from_slice(b"\"[Experiment] ");
-            escape_json_into(flag, target);
-            target.extend_from_slice(b"\":");
-            string_into(target, value);
+            out.extend_from_slice(&part.properties);
         }
-        out.extend_from_slice(b"},\"user_properties\":{\"$set\":{");
-        out.extend_from_slice(&self.set);
-        out.extend_from_slice(b"},\"$unset\":{");
-        out.extend_from_slice(&self.unset);
+        for (head, unset) in [
+            (&b"},\"user_properties\":{\"$set\":{"[..], false),
+            (b"},\"$unset\":{", true),
+        ] {
+            out.extend_from_slice(head);
+            let mut first = true;
+            for part in variants().filter(|p| p.unset == unset && !p.user_property.is_empty()) {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(&part.user_property);
+            }
+        }
         out.extend_from_slice(b"}},\"groups\":{");
-        Self::groups_into(&mut out, &assignment.context);
-        out.extend_from_slice(b"},\"library\":");
-        string_into(&mut out, LIBRARY);
-        out.push(b'}');
-        self.last_len = out.len();
-        Ok(out)
+        Self::groups_into(out, &assignment.context);
+        out.extend_from_slice(EVENT_TAIL);
+        self.last_len = out.len() - start;
+        Ok(())
+    }
+
+    /// [`canonical_hash`] from the precomputed pieces: the results sorted by flag rank, each
+    /// appending its piece's hash.
+    fn canonical_hash(
+        &mut self,
+        parts: &TableParts,
+        entries: &[(usize, usize)],
+        identity: &Identity<'_>,
+    ) -> i32 {
+        let space = |h: i32| h.wrapping_mul(31).wrapping_add(i32::from(b' '));
+        let mut h = java_hash_from(0, or_null(identity.user_id().map(str::trim)));
+        h = space(h);
+        h = java_hash_from(h, or_null(identity.device_id().map(str::trim)));
+        h = space(h);
+        self.order.clear();
+        self.order.extend(
+            entries
+                .iter()
+                .filter_map(|&(slot, variant)| Some((*parts.ranks.get(slot)?, variant))),
+        );
+        self.order.sort_unstable_by_key(|&(rank, _)| rank);
+        for &(_, variant) in &self.order {
+            if let Some(part) = parts.variants.get(variant) {
+                h = h.wrapping_mul(part.key_power).wrapping_add(part.key_hash);
+            }
+        }
+        h
     }
 
     fn id_into(out: &mut Vec<u8>, id: Option<&str>) {
@@ -791,6 +926,68 @@ mod tests {
             .wrapping_add(xxh3_128(b"b\0x"))
             .wrapping_add(xxh3_128(b"a\0y"));
         assert_eq!(dedup_digest("key", &a), expected);
+    }
+
+    #[test]
+    fn precomputed_parts_match_the_oracle_for_odd_keys_and_subsets() {
+        // Java order differs from byte order (U+FF21 vs U+1F600), keys and variants padded
+        // with spaces (trimmed in the canonical key only), a non-BMP variant (two UTF-16 units
+        // in the piece's length), a repeated flag key (the later flag's variant), a default and
+        // a mutual-exclusion group.
+        let flags = format!(
+            "[{},{},{},{},{},{}]",
+            flag("\u{ff21}", "a", r#"{"flagVersion":2}"#),
+            flag(" padded ", " v ", r#"{"flagVersion":3,"default":true}"#),
+            flag("\u{1f600}", "\u{1f601}x", r#"{"segmentName":"s"}"#),
+            flag("mx", "slot", r#"{"flagType":"mutual-exclusion-group"}"#),
+            flag("dup", "first", "{}"),
+            flag("dup", "second", r#"{"flagVersion":9}"#),
+        );
+        let user = r#"{"user":{"user_id":" u ","device_id":"é"}}"#;
+        let a = assignment(user, &flags, 1_700_000_000_123);
+        assert_eq!(
+            canonical_key(&a),
+            "u é padded v dup second mx slot \u{1f600} \u{1f601}x \u{ff21} a ",
+            "sorted by the untrimmed key: the padded one first"
+        );
+        let event = build_event(&a, &canonical_key(&a)).unwrap();
+        assert_eq!(event["event_properties"]["dup.variant"], "second");
+        assert_eq!(
+            event["user_properties"]["$unset"],
+            json!({"[Experiment]  padded ": "-"})
+        );
+        // A subset of the flags, evaluated by the same compiled config: the same parts, fewer
+        // entries.
+        let compiled = CompiledFlags::compile(parse_flags(flags.as_bytes()).unwrap());
+        let context = Value::from_json_slice(user.as_bytes()).unwrap();
+        let keys = ["\u{1f600}".to_owned(), "mx".to_owned()];
+        let subset = Assignment {
+            api_key: Arc::from("k"),
+            results: compiled.evaluate(&context, &keys).unwrap(),
+            context,
+            timestamp_millis: 7,
+        };
+        let key = canonical_key(&subset);
+        assert_eq!(key, "u é mx slot \u{1f600} \u{1f601}x ");
+        build_event(&subset, &key).unwrap();
+    }
+
+    #[test]
+    fn one_writer_serves_several_configs() {
+        let mut writer = EventWriter::new();
+        for (flags, variant) in [
+            (format!("[{}]", flag("f", "on", "{}")), "on"),
+            (
+                format!("[{},{}]", flag("g", "x", "{}"), flag("f", "off", "{}")),
+                "off",
+            ),
+        ] {
+            let a = assignment(r#"{"user":{"user_id":"u"}}"#, &flags, 0);
+            let bytes = writer.write(&a, &Identity::of(&a.context)).unwrap();
+            let reference = reference_event(&a, &canonical_key(&a));
+            assert_eq!(bytes, serde_json::to_vec(&reference).unwrap());
+            assert_eq!(reference["event_properties"]["f.variant"], variant);
+        }
     }
 
     #[test]

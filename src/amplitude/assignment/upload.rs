@@ -13,10 +13,12 @@
 //! and `silenced_events`, all by index in the batch) drops those and resends the rest. Only
 //! events Amplitude refuses for good are dropped, and each one is counted.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -103,30 +105,200 @@ fn bad_indices(body: &str) -> BTreeSet<usize> {
     indices
 }
 
-/// A batch waiting for upload.
+/// The events of one upload request, written straight into its request body (the worker
+/// serialises each event there: no per-event buffer, no copy into a body at send time).
+#[derive(Debug)]
+struct Batch {
+    /// `{"api_key":…,"events":[e0,e1,…` (the closing `]}` is added by [`Batch::seal`]).
+    body: Vec<u8>,
+    /// Where each event is in `body`.
+    events: Vec<Range<usize>>,
+    /// The events' total length (the byte cap counts events only).
+    event_bytes: usize,
+}
+
+/// Most request bodies kept for reuse ([`Spares`]).
+const SPARE_BODIES: usize = 4;
+
+/// Request bodies of delivered batches, kept for the next batches. A body grows to about
+/// [`MAX_BATCH_BYTES`] under load; a fresh one each time costs a regrowth, page faults on its
+/// new pages and, for glibc's large allocations, an `munmap` when freed.
+#[derive(Debug, Default)]
+struct Spares(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl Spares {
+    /// An empty body, with room from an earlier batch when one is spare.
+    fn body(&self) -> Vec<u8> {
+        let spare = match self.0.lock() {
+            Ok(mut spares) => spares.pop(),
+            Err(_) => None,
+        };
+        spare.unwrap_or_default()
+    }
+
+    /// Keeps a sent body for reuse if nothing else holds it (the HTTP client has let go of it
+    /// once the response arrived) and it is not oversized.
+    fn recycle(&self, body: Bytes) {
+        let Ok(body) = body.try_into_mut() else {
+            return;
+        };
+        if body.capacity() > 2 * MAX_BATCH_BYTES {
+            return;
+        }
+        let mut body = Vec::from(body);
+        body.clear();
+        if let Ok(mut spares) = self.0.lock() {
+            if spares.len() < SPARE_BODIES {
+                spares.push(body);
+            }
+        }
+    }
+}
+
+impl Batch {
+    /// An empty batch for `api_key`, written into `body` (cleared first).
+    fn new(api_key: &str, mut body: Vec<u8>) -> Self {
+        body.clear();
+        body.reserve(api_key.len() + 32);
+        body.extend_from_slice(b"{\"api_key\":");
+        // Serialising a &str cannot fail.
+        let _ = serde_json::to_writer(&mut body, api_key);
+        body.extend_from_slice(b",\"events\":[");
+        Self {
+            body,
+            events: Vec::new(),
+            event_bytes: 0,
+        }
+    }
+
+    /// Whether the batch reached [`MAX_BATCH_EVENTS`] or [`MAX_BATCH_BYTES`].
+    fn is_full(&self) -> bool {
+        self.events.len() >= MAX_BATCH_EVENTS || self.event_bytes >= MAX_BATCH_BYTES
+    }
+
+    /// Appends a serialised event.
+    fn append(&mut self, event: &[u8]) {
+        if !self.events.is_empty() {
+            self.body.push(b',');
+        }
+        let start = self.body.len();
+        self.body.extend_from_slice(event);
+        self.events.push(start..self.body.len());
+        self.event_bytes += event.len();
+    }
+
+    /// The request body and the events' places in it.
+    fn seal(mut self) -> Sealed {
+        self.body.extend_from_slice(b"]}");
+        Sealed {
+            body: Bytes::from(self.body),
+            events: self.events,
+        }
+    }
+}
+
+/// A batch ready to send: its body is shared by every attempt (a reference count, no copy).
+#[derive(Debug)]
+struct Sealed {
+    body: Bytes,
+    events: Vec<Range<usize>>,
+}
+
+impl Sealed {
+    /// The events in order.
+    fn events(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.events
+            .iter()
+            .filter_map(|range| self.body.get(range.clone()))
+    }
+
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// A new batch of some of these events (a 413 half, or the good rest of a 400).
+    fn rebuild<'a>(api_key: &str, events: impl Iterator<Item = &'a [u8]>) -> Sealed {
+        let mut batch = Batch::new(api_key, Vec::new());
+        for event in events {
+            batch.append(event);
+        }
+        batch.seal()
+    }
+}
+
+/// The events waiting for upload under one API key.
 #[derive(Debug)]
 struct Pending {
-    /// Serialised events, oldest first.
-    events: Vec<Vec<u8>>,
-    /// Their total length.
-    bytes: usize,
+    /// Batches that reached a cap, oldest first.
+    full: VecDeque<Sealed>,
+    /// The batch new events go to.
+    open: Batch,
+    /// Events in `full` and `open`.
+    count: usize,
+    /// When the oldest event arrived.
     since: Instant,
 }
 
-/// Takes the longest prefix of `events` within [`MAX_BATCH_EVENTS`] and [`MAX_BATCH_BYTES`]
-/// (at least one event, however large: a 413 settles that one).
-fn take_batch(events: &mut Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    let mut bytes = 0;
-    let mut count = 0;
-    for event in events.iter().take(MAX_BATCH_EVENTS) {
-        if count > 0 && bytes + event.len() > MAX_BATCH_BYTES {
-            break;
+impl Pending {
+    fn new(api_key: &str, spares: &Spares) -> Self {
+        Self {
+            full: VecDeque::new(),
+            open: Batch::new(api_key, spares.body()),
+            count: 0,
+            since: Instant::now(),
         }
-        bytes += event.len();
-        count += 1;
     }
-    let rest = events.split_off(count);
-    std::mem::replace(events, rest)
+
+    /// Appends the event `write` serialises. Batches are cut greedily in arrival order: an
+    /// event that would take the open batch past [`MAX_BATCH_BYTES`] starts the next one (a
+    /// single event however large still goes, a 413 settles it), and a batch that reaches a
+    /// cap is sealed at once.
+    fn push<E>(
+        &mut self,
+        api_key: &str,
+        spares: &Spares,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let open = &mut self.open;
+        let mark = open.body.len();
+        if !open.events.is_empty() {
+            open.body.push(b',');
+        }
+        let start = open.body.len();
+        if let Err(error) = write(&mut open.body) {
+            open.body.truncate(mark);
+            return Err(error);
+        }
+        let len = open.body.len() - start;
+        if !open.events.is_empty() && open.event_bytes + len > MAX_BATCH_BYTES {
+            let mut next = Batch::new(api_key, spares.body());
+            next.append(&open.body[start..]);
+            open.body.truncate(mark);
+            let done = std::mem::replace(open, next);
+            self.full.push_back(done.seal());
+        } else {
+            open.events.push(start..start + len);
+            open.event_bytes += len;
+        }
+        if self.open.is_full() {
+            let done = std::mem::replace(&mut self.open, Batch::new(api_key, spares.body()));
+            self.full.push_back(done.seal());
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The oldest batch: a full one, else the open one (`None` when no event is left).
+    fn take(&mut self, api_key: &str) -> Option<Sealed> {
+        let batch = match self.full.pop_front() {
+            Some(batch) => batch,
+            None if self.open.events.is_empty() => return None,
+            // The buffer is dropped or refilled after this: no spare body for the new open one.
+            None => std::mem::replace(&mut self.open, Batch::new(api_key, Vec::new())).seal(),
+        };
+        self.count -= batch.len();
+        Some(batch)
+    }
 }
 
 /// The batching, retrying uploader; owned by the worker task.
@@ -135,6 +307,7 @@ pub struct Uploader {
     settings: UploadSettings,
     pending: HashMap<Arc<str>, Pending>,
     abort: CancellationToken,
+    spares: Spares,
 }
 
 impl Uploader {
@@ -149,12 +322,13 @@ impl Uploader {
             settings,
             pending: HashMap::new(),
             abort,
+            spares: Spares::default(),
         })
     }
 
     /// Events buffered and not yet sent.
     pub fn buffered(&self) -> usize {
-        self.pending.values().map(|p| p.events.len()).sum()
+        self.pending.values().map(|p| p.count).sum()
     }
 
     /// When the oldest buffer is due, if any event is buffered.
@@ -165,21 +339,26 @@ impl Uploader {
             .min()
     }
 
-    /// Buffers one serialised event; [`Uploader::flush_ready`] sends it.
-    pub fn push(&mut self, api_key: &Arc<str>, event: Vec<u8>) {
+    /// Buffers one event, which `write` serialises straight into its upload body (and appends
+    /// nothing when it fails); [`Uploader::flush_ready`] sends it.
+    pub fn push_with<E>(
+        &mut self,
+        api_key: &Arc<str>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let pending = match self.pending.get_mut(api_key) {
             Some(pending) => pending,
             None => self
                 .pending
                 .entry(Arc::clone(api_key))
-                .or_insert_with(|| Pending {
-                    events: Vec::new(),
-                    bytes: 0,
-                    since: Instant::now(),
-                }),
+                .or_insert_with(|| Pending::new(api_key, &self.spares)),
         };
-        pending.bytes += event.len();
-        pending.events.push(event);
+        let result = pending.push(api_key, &self.spares, write);
+        if pending.count == 0 {
+            // The first event failed: no deadline for an empty buffer.
+            self.pending.remove(api_key);
+        }
+        result
     }
 
     /// Sends full batches: every buffer at the threshold when `queue_empty`, and otherwise
@@ -190,29 +369,20 @@ impl Uploader {
         let ready: Vec<Arc<str>> = self
             .pending
             .iter()
-            .filter(|(_, p)| {
-                let full = p.events.len() >= MAX_BATCH_EVENTS || p.bytes >= MAX_BATCH_BYTES;
-                full || (queue_empty && p.events.len() >= threshold)
-            })
+            .filter(|(_, p)| !p.full.is_empty() || (queue_empty && p.count >= threshold))
             .map(|(key, _)| Arc::clone(key))
             .collect();
         for key in ready {
             let Some(mut pending) = self.pending.remove(&key) else {
                 continue;
             };
-            loop {
-                let batch = take_batch(&mut pending.events);
-                pending.bytes -= batch.iter().map(Vec::len).sum::<usize>();
-                self.deliver(&key, batch).await;
-                let full =
-                    pending.events.len() >= MAX_BATCH_EVENTS || pending.bytes >= MAX_BATCH_BYTES;
-                if pending.events.is_empty()
-                    || !(full || (queue_empty && pending.events.len() >= threshold))
-                {
+            while !pending.full.is_empty() || (queue_empty && pending.count >= threshold) {
+                let Some(batch) = pending.take(&key) else {
                     break;
-                }
+                };
+                self.deliver(&key, batch).await;
             }
-            if !pending.events.is_empty() {
+            if pending.count > 0 {
                 // The rest keeps its first event's deadline.
                 self.pending.insert(key, pending);
             }
@@ -230,8 +400,7 @@ impl Uploader {
             .collect();
         for key in due {
             if let Some(mut pending) = self.pending.remove(&key) {
-                while !pending.events.is_empty() {
-                    let batch = take_batch(&mut pending.events);
+                while let Some(batch) = pending.take(&key) {
                     self.deliver(&key, batch).await;
                 }
             }
@@ -242,8 +411,7 @@ impl Uploader {
     pub async fn flush_all(&mut self) {
         let all: Vec<(Arc<str>, Pending)> = self.pending.drain().collect();
         for (key, mut pending) in all {
-            while !pending.events.is_empty() {
-                let batch = take_batch(&mut pending.events);
+            while let Some(batch) = pending.take(&key) {
                 self.deliver(&key, batch).await;
             }
         }
@@ -251,17 +419,17 @@ impl Uploader {
 
     /// Delivers one batch: retries, splits on 413, drops what Amplitude names as bad. Returns
     /// when every event was delivered, refused for good, or (on abort) counted as lost.
-    async fn deliver(&self, api_key: &str, events: Vec<Vec<u8>>) {
-        let mut work = vec![events];
+    async fn deliver(&self, api_key: &str, batch: Sealed) {
+        let mut work = vec![batch];
         while let Some(batch) = work.pop() {
-            if batch.is_empty() {
+            if batch.len() == 0 {
                 continue;
             }
             if let Some(parts) = self.deliver_one(api_key, batch).await {
                 work.extend(parts);
             }
             if self.abort.is_cancelled() {
-                let lost: usize = work.iter().map(Vec::len).sum();
+                let lost: usize = work.iter().map(Sealed::len).sum();
                 metrics::counter!(m::ASSIGNMENT_LOST).increment(lost as u64);
                 return;
             }
@@ -270,16 +438,17 @@ impl Uploader {
 
     /// Sends one batch until it is settled; returns the batches still to send (413 halves, or
     /// the good rest of a 400).
-    async fn deliver_one(&self, api_key: &str, batch: Vec<Vec<u8>>) -> Option<Vec<Vec<Vec<u8>>>> {
+    async fn deliver_one(&self, api_key: &str, batch: Sealed) -> Option<Vec<Sealed>> {
         let mut attempt = 0u32;
         loop {
             let outcome = tokio::select! {
-                outcome = self.post(api_key, &batch) => outcome,
+                outcome = self.post(&batch) => outcome,
                 () = self.abort.cancelled() => Outcome::Retry("aborted".to_owned()),
             };
             match outcome {
                 Outcome::Delivered => {
                     metrics::counter!(m::ASSIGNMENT_UPLOADED).increment(batch.len() as u64);
+                    self.spares.recycle(batch.body);
                     return None;
                 }
                 Outcome::Retry(reason) => {
@@ -297,8 +466,9 @@ impl Uploader {
                     }
                 }
                 Outcome::TooLarge if batch.len() > 1 => {
-                    let mut first = batch;
-                    let second = first.split_off(first.len() / 2);
+                    let half = batch.len() / 2;
+                    let first = Sealed::rebuild(api_key, batch.events().take(half));
+                    let second = Sealed::rebuild(api_key, batch.events().skip(half));
                     return Some(vec![second, first]);
                 }
                 Outcome::TooLarge => {
@@ -307,7 +477,7 @@ impl Uploader {
                     return None;
                 }
                 Outcome::BadEvents(bad) => {
-                    let (good, dropped) = split_bad(batch, &bad);
+                    let (good, dropped) = split_bad(batch.events().collect::<Vec<_>>(), &bad);
                     if dropped == 0 {
                         // The indices name no event of this batch: resending would loop.
                         tracing::error!(
@@ -323,7 +493,7 @@ impl Uploader {
                         "analytics refused some assignment events"
                     );
                     metrics::counter!(m::ASSIGNMENT_REJECTED).increment(dropped as u64);
-                    return Some(vec![good]);
+                    return Some(vec![Sealed::rebuild(api_key, good.into_iter())]);
                 }
                 Outcome::Refused(reason) => {
                     tracing::error!(events = batch.len(), %reason, "analytics refused an assignment batch");
@@ -335,14 +505,13 @@ impl Uploader {
     }
 
     /// One POST.
-    async fn post(&self, api_key: &str, batch: &[Vec<u8>]) -> Outcome {
-        let body = batch_body(api_key, batch);
+    async fn post(&self, batch: &Sealed) -> Outcome {
         let response = self
             .client
             .post(&self.settings.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(body)
+            .body(batch.body.clone())
             .send()
             .await;
         let response = match response {
@@ -408,24 +577,6 @@ fn split_bad<T>(batch: Vec<T>, bad: &BTreeSet<usize>) -> (Vec<T>, usize) {
     (good, dropped)
 }
 
-/// `{"api_key":"…","events":[…]}` from pre-serialised events.
-fn batch_body(api_key: &str, events: &[Vec<u8>]) -> Vec<u8> {
-    let size: usize = events.iter().map(|e| e.len() + 1).sum();
-    let mut body = Vec::with_capacity(size + api_key.len() + 32);
-    body.extend_from_slice(b"{\"api_key\":");
-    // Serialising a &str cannot fail.
-    let _ = serde_json::to_writer(&mut body, api_key);
-    body.extend_from_slice(b",\"events\":[");
-    for (index, event) in events.iter().enumerate() {
-        if index > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(event);
-    }
-    body.extend_from_slice(b"]}");
-    body
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,7 +589,7 @@ mod tests {
 
     #[test]
     fn body_wraps_events() {
-        let body = batch_body("k\"1", &[b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
+        let body = Sealed::rebuild("k\"1", [&b"{\"a\":1}"[..], b"{\"b\":2}"].into_iter()).body;
         let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             parsed,
@@ -474,26 +625,99 @@ mod tests {
         assert_eq!((good, dropped), (vec!["0".to_owned(), "2".to_owned()], 2));
     }
 
+    /// Pushes `events` into a fresh buffer and returns its batches, oldest first, checking
+    /// that each body is the JSON envelope of its events.
+    fn batches(events: &[Vec<u8>]) -> Vec<Vec<Vec<u8>>> {
+        let spares = Spares::default();
+        let mut pending = Pending::new("k", &spares);
+        for event in events {
+            let written: Result<(), ()> = pending.push("k", &spares, |out| {
+                out.extend_from_slice(event);
+                Ok(())
+            });
+            written.unwrap();
+        }
+        assert_eq!(pending.count, events.len());
+        let mut out = Vec::new();
+        while let Some(batch) = pending.take("k") {
+            let inner: Vec<Vec<u8>> = batch.events().map(<[u8]>::to_vec).collect();
+            assert_eq!(batch.body, Sealed::rebuild("k", batch.events()).body);
+            out.push(inner);
+        }
+        assert_eq!(pending.count, 0);
+        out
+    }
+
     #[test]
     fn batches_stop_at_the_event_and_byte_caps() {
-        let mut events: Vec<Vec<u8>> = vec![vec![b'x'; 10]; MAX_BATCH_EVENTS + 5];
-        assert_eq!(take_batch(&mut events).len(), MAX_BATCH_EVENTS);
-        assert_eq!(events.len(), 5);
+        let events: Vec<Vec<u8>> = vec![b"\"xxxxxxxx\"".to_vec(); MAX_BATCH_EVENTS + 5];
+        let sizes: Vec<usize> = batches(&events).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_BATCH_EVENTS, 5]);
         let big = MAX_BATCH_BYTES / 3 + 1;
-        let mut events: Vec<Vec<u8>> = vec![vec![b'x'; big]; 4];
+        let events: Vec<Vec<u8>> = vec![vec![b'1'; big]; 4];
+        let sizes: Vec<usize> = batches(&events).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [2, 2], "a third would pass the byte cap");
+        let events = vec![vec![b'1'; MAX_BATCH_BYTES * 2], b"2".to_vec()];
         assert_eq!(
-            take_batch(&mut events).len(),
-            2,
-            "a third would pass the byte cap"
-        );
-        assert_eq!(events.len(), 2);
-        let mut events = vec![vec![b'x'; MAX_BATCH_BYTES * 2], vec![b'y'; 1]];
-        assert_eq!(
-            take_batch(&mut events).len(),
-            1,
+            batches(&events),
+            [vec![vec![b'1'; MAX_BATCH_BYTES * 2]], vec![b"2".to_vec()]],
             "one oversized event still goes"
         );
-        assert_eq!(take_batch(&mut events), vec![vec![b'y'; 1]]);
-        assert!(take_batch(&mut events).is_empty());
+        assert!(batches(&[]).is_empty());
+        let exact = vec![vec![b'1'; MAX_BATCH_BYTES / 2]; 2];
+        let spares = Spares::default();
+        let mut pending = Pending::new("k", &spares);
+        for event in &exact {
+            let written: Result<(), ()> = pending.push("k", &spares, |out| {
+                out.extend_from_slice(event);
+                Ok(())
+            });
+            written.unwrap();
+        }
+        assert_eq!(
+            pending.full.len(),
+            1,
+            "a batch at the byte cap is full at once"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_appends_nothing() {
+        let spares = Spares::default();
+        let mut pending = Pending::new("k", &spares);
+        let ok: Result<(), ()> = pending.push("k", &spares, |out| {
+            out.extend_from_slice(b"1");
+            Ok(())
+        });
+        ok.unwrap();
+        let failed: Result<(), &str> = pending.push("k", &spares, |out| {
+            out.extend_from_slice(b"garbage");
+            Err("no identity")
+        });
+        assert_eq!(failed, Err("no identity"));
+        let batch = pending.take("k").unwrap();
+        assert_eq!(&batch.body[..], br#"{"api_key":"k","events":[1]}"#);
+        assert!(pending.take("k").is_none());
+    }
+
+    #[test]
+    fn delivered_bodies_are_reused_only_when_unshared() {
+        let spares = Spares::default();
+        let mut body = Vec::with_capacity(1000);
+        body.extend_from_slice(b"old");
+        let body = Bytes::from(body);
+        let held = body.clone();
+        spares.recycle(body);
+        assert!(
+            spares.body().capacity() < 1000,
+            "still held elsewhere: not reused"
+        );
+        spares.recycle(held);
+        let reused = spares.body();
+        assert!(reused.capacity() >= 1000 && reused.is_empty());
+        let batch = Batch::new("k", reused).seal();
+        assert_eq!(&batch.body[..], br#"{"api_key":"k","events":[]}"#);
+        spares.recycle(Bytes::from(vec![0u8; 2 * MAX_BATCH_BYTES + 1]));
+        assert_eq!(spares.body().capacity(), 0, "oversized bodies are not kept");
     }
 }

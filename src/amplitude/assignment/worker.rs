@@ -302,14 +302,16 @@ impl Worker {
         }
     }
 
-    /// Serialises the event and buffers it for upload.
+    /// Serialises the event straight into its upload batch.
     fn send(&mut self, item: Fresh) {
-        let identity = Identity::of(&item.assignment.context);
-        match self.writer.write(&item.assignment, &identity) {
-            Ok(event) => {
-                self.metrics.sent.increment(1);
-                self.uploader.push(&item.assignment.api_key, event);
-            }
+        let assignment = &item.assignment;
+        let identity = Identity::of(&assignment.context);
+        let writer = &mut self.writer;
+        let written = self.uploader.push_with(&assignment.api_key, |out| {
+            writer.write_into(out, assignment, &identity)
+        });
+        match written {
+            Ok(()) => self.metrics.sent.increment(1),
             Err(error) => {
                 tracing::debug!(%error, "assignment not sent");
                 self.metrics.send_failure.increment(1);

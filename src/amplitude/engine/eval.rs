@@ -1,7 +1,7 @@
 //! Flags compiled once per config version, and evaluation (spec §9, §10, §11).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use indexmap::IndexMap;
 
@@ -10,6 +10,7 @@ use super::model::{Flag, Segment};
 use super::murmur::MurmurPrefix;
 use super::topo::{sort_indices, CycleError};
 use super::value::{coerce_string, write_json_object, write_json_string, Value};
+use crate::amplitude::assignment::event::TableParts;
 
 /// Why an evaluation was aborted (spec §12); no partial results are returned.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -146,6 +147,11 @@ struct ResultTable {
     variants: Vec<EvaluatedVariant>,
     /// [`flag_variant_digest`] of each entry of `variants` with its flag's key.
     digests: Vec<u128>,
+    /// The slot (flag key) each entry of `variants` belongs to.
+    variant_slots: Vec<usize>,
+    /// The assignment events' per-(flag, variant) bytes and hashes, built by the tracking
+    /// worker on its first event of this config version (never when tracking is off).
+    event_parts: OnceLock<TableParts>,
 }
 
 /// A stable 128-bit fingerprint of a (flag key, variant key) pair: XXH3-128 of
@@ -192,6 +198,17 @@ impl EvaluationResults {
         self.entries
             .iter()
             .filter_map(|&(_, v)| self.table.digests.get(v).copied())
+    }
+
+    /// The assignment-event parts of this config version (built on the first call, then
+    /// shared by every evaluation of the config) and the entries as (slot, variant) indices
+    /// into them, in evaluation order: an event is then mostly copies of precomputed bytes.
+    pub fn event_parts(&self) -> (&TableParts, &[(usize, usize)]) {
+        let table = &*self.table;
+        let parts = table
+            .event_parts
+            .get_or_init(|| TableParts::build(&table.keys, &table.variants, &table.variant_slots));
+        (parts, &self.entries)
     }
 
     /// The result for one flag key.
@@ -696,9 +713,11 @@ impl CompiledFlags {
                     .map(|v| flag_variant_digest(&f.key, v.key()))
                     .collect();
                 table.digests.extend(digests);
+                let slot = slots.get(&f.key).copied().unwrap_or(0);
+                table.variant_slots.resize(table.digests.len(), slot);
                 CFlag {
                     key: f.key.as_str().into(),
-                    slot: slots.get(&f.key).copied().unwrap_or(0),
+                    slot,
                     segments,
                 }
             })
