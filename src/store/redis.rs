@@ -34,8 +34,9 @@
 //! | `P:v2:{cohort:<cohort>}:members` | SET | members of the stored version | none |
 //! | `P:v2:{cohort:<cohort>}:blob` | STRING | the blob of the stored version | none |
 //! | `P:v2:{cohort:<cohort>}:pending` | STRING | `{"groupType","token"}` of a write in progress | none; deleted when it completes |
-//! | `P:v2:{cohort:<cohort>}:temp:staged:<token>` | SET | a write's new members (renamed to `members` at the end) | none while pending |
-//! | `P:v2:{cohort:<cohort>}:temp:<kind>:<token>` | SET | `added`/`removed` diff of a write, or a removal's `removing` set | PX 1 h, deleted after use |
+//! | `P:v2:{cohort:<cohort>}:temp:staged:<token>` | SET | a write's new members, staged while downloading (renamed to `members` at the end) | PX 1 h while staging; none once pending |
+//! | `P:v2:{cohort:<cohort>}:temp:blob:<token>` | STRING | a write's new blob (renamed to `blob` at the end) | PX 1 h |
+//! | `P:v2:{cohort:<cohort>}:temp:removing:<token>` | SET | a removal's members, unindexed page by page | PX 1 h, deleted after use |
 //! | `P:v2:{cohorts}:index` | HASH | cohortId -> CohortDescription JSON | none |
 //! | `P:v2:membership:<groupType>:<member>` | SET | ids of the cohorts containing the member | none |
 //! | `P:v2:{flagsmith}:environment:<environment>` | HASH | `json` (a Flagsmith environment document), `version`, `confirmed_at` (Unix ms) | none |
@@ -46,7 +47,9 @@
 //! | `P:v2:changes` | pub/sub channel | `flags <version> <deployment>`, `flags_removed 0 <deployment>`, `cohort <lastModified> <cohort>`, `cohort_removed 0 <cohort>`, `flagsmith <version> <environment>` | - |
 //!
 //! Bulk paths use `SCAN`/`SSCAN`/`HSCAN` (`COUNT` = `scan_count`), never `KEYS`; member writes
-//! go in pipelines of `pipeline_batch_size` commands, up to 8 pipelines in flight at once.
+//! go in pipelines of `pipeline_batch_size` commands, up to 8 pipelines in flight at once. No
+//! command works on a whole large set at once (large sets are diffed page by page and freed
+//! with `UNLINK`); the cohort write path is in `redis/write.rs`.
 //! The request path reads only bounded things: one membership set (`SMEMBERS`, at most one id
 //! per cohort; answers are kept in a bounded replica-local cache cleared on every cohort change
 //! signal, see [`super::membership_cache`]), one description + blob (`MGET`).

@@ -5,8 +5,9 @@
 //! `SADD`, several pipelines in flight, with a TTL until the write is marked pending): Redis
 //! de-duplicates them and the proxy holds only the chunks in flight. `finish` then:
 //! 1. sets the pending marker (group type, token) and drops the staged set's TTL, atomically;
-//! 2. walks the staged set page by page (`SSCAN`): each page goes into the blob builder and,
-//!    for members not in the stored set (`SMISMEMBER`), into the membership index;
+//! 2. walks the staged set page by page (`SSCAN`): each page goes, sorted, into the blob
+//!    builder and, for members not in the stored set (`SMISMEMBER`), into the membership
+//!    index (so the blob lists each member once, in Redis' order of pages);
 //! 3. walks the stored set the same way and removes the members that were not staged from the
 //!    index (all of them, under the old group type, when the group type changed);
 //! 4. writes the blob to a temp key and publishes with one script: the staged set replaces the
@@ -18,6 +19,7 @@
 //! blocked Redis for longer than the command timeout, which failed every other call.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
@@ -38,6 +40,8 @@ pub(super) struct RedisCohortWriter {
     /// Whether the pending marker may have been set: from then on the staged set belongs to
     /// the marker (a repair needs it and deletes it) and is not deleted when the writer drops.
     marked: bool,
+    /// When the write began, for the phase timings logged when it completes.
+    began: Instant,
 }
 
 impl RedisCohortWriter {
@@ -51,6 +55,7 @@ impl RedisCohortWriter {
             token,
             pipes: Some(Pipelines::new(inner)),
             marked: false,
+            began: Instant::now(),
         }
     }
 
@@ -63,6 +68,7 @@ impl RedisCohortWriter {
         if let Some(pipes) = self.pipes.take() {
             pipes.finish().await?;
         }
+        let staged_ms = self.began.elapsed().as_millis();
         let previous = stored_cohort(&self.inner, &self.cohort_id).await?;
         if let Some(stored) = previous
             .as_ref()
@@ -74,7 +80,9 @@ impl RedisCohortWriter {
         }
         repair(&self.inner, &self.cohort_id, previous.as_ref()).await?;
         self.marked = true;
-        let written = self.publish(previous.as_ref(), version, blob).await;
+        let written = self
+            .publish(previous.as_ref(), version, blob, staged_ms)
+            .await;
         if written.is_err() {
             if let Err(error) = repair(&self.inner, &self.cohort_id, previous.as_ref()).await {
                 tracing::warn!(cohort_id = %self.cohort_id, %error, "could not undo a failed cohort write yet; the next write will");
@@ -89,6 +97,7 @@ impl RedisCohortWriter {
         previous: Option<&CohortDescription>,
         version: CohortVersion,
         mut blob: Box<dyn BlobBuilder>,
+        staged_ms: u128,
     ) -> Result<CohortWrite, StoreError> {
         let inner = &self.inner;
         let keys = &inner.keys;
@@ -115,9 +124,11 @@ impl RedisCohortWriter {
         blob.start(&description);
         let same_type = previous.is_some_and(|p| p.group_type == description.group_type);
         let compare = same_type && stored_size > 0;
+        let indexing = Instant::now();
         let (read, added) = self
             .index_staged(&current, compare, &description.group_type, &mut *blob)
             .await?;
+        let index_ms = indexing.elapsed().as_millis();
         if read != size {
             // SSCAN may repeat members of a set that shrinks; the staged set never does.
             return Err(StoreError::Corrupt {
@@ -140,6 +151,8 @@ impl RedisCohortWriter {
             }
             _ => 0,
         };
+        let unindex_ms = indexing.elapsed().as_millis() - index_ms;
+        let publishing = Instant::now();
         let new_blob = keys.cohort_temp(id, "blob", &self.token);
         let bytes = blob.finish();
         inner
@@ -178,6 +191,15 @@ impl RedisCohortWriter {
             .arg(signal)
             .ignore();
         inner.pipe::<()>(&index).await?;
+        tracing::info!(
+            cohort_id = id,
+            size,
+            staged_ms,
+            index_ms,
+            unindex_ms,
+            publish_ms = publishing.elapsed().as_millis(),
+            "cohort write phases (staged while downloading, new members indexed and blob built, old members unindexed, published)"
+        );
         Ok(CohortWrite::Written { added, removed })
     }
 
@@ -196,9 +218,12 @@ impl RedisCohortWriter {
         let (mut read, mut added) = (0u64, 0u64);
         let mut cursor = 0;
         loop {
-            let (next, page) = inner
+            let (next, mut page) = inner
                 .scan_page::<String>("SSCAN", &self.staged, cursor)
                 .await?;
+            // Sorted per page: a cohort that fits in one page (up to `scan_count` members) gets
+            // the sorted blob it always had; larger ones compress better.
+            page.sort_unstable();
             for member in &page {
                 blob.push(member);
             }
