@@ -28,6 +28,10 @@ use crate::store::{
     new_token, BlobBuilder, CohortDescription, CohortVersion, CohortWrite, CohortWriter, StoreError,
 };
 
+/// Members per staging `SADD` (one command; its cost is per member, so few large ones save
+/// round trips: a 10,000-member chunk from the download is one pipeline of 10 commands).
+const STAGE_SADD: usize = 1000;
+
 /// A streamed cohort write into Redis; see the module documentation.
 pub(super) struct RedisCohortWriter {
     inner: Arc<Inner>,
@@ -279,9 +283,12 @@ impl CohortWriter for RedisCohortWriter {
                 "members added to a finished cohort write".into(),
             ));
         };
-        for chunk in members.chunks(self.inner.batch) {
+        // Up to `batch` commands per pipeline, each a variadic SADD of up to STAGE_SADD members.
+        for chunk in members.chunks(STAGE_SADD.saturating_mul(self.inner.batch)) {
             let mut pipe = redis::pipe();
-            pipe.cmd("SADD").arg(&self.staged).arg(chunk).ignore();
+            for sadd in chunk.chunks(STAGE_SADD) {
+                pipe.cmd("SADD").arg(&self.staged).arg(sadd).ignore();
+            }
             // Until the pending marker takes it over, an abandoned staged set expires.
             pipe.cmd("PEXPIRE")
                 .arg(&self.staged)
