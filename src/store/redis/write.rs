@@ -8,8 +8,9 @@
 //! 2. walks the staged set page by page (`SSCAN`): each page goes, sorted, into the blob
 //!    builder and, for members not in the stored set (`SMISMEMBER`), into the membership
 //!    index (so the blob lists each member once, in Redis' order of pages);
-//! 3. walks the stored set the same way and removes the members that were not staged from the
-//!    index (all of them, under the old group type, when the group type changed);
+//! 3. at the same time, walks the stored set the same way and removes the members that were
+//!    not staged from the index (all of them, under the old group type, when the group type
+//!    changed);
 //! 4. writes the blob to a temp key and publishes with one script: the staged set replaces the
 //!    members set, the temp blob the blob, the description is set and the marker deleted.
 //!
@@ -128,11 +129,26 @@ impl RedisCohortWriter {
         blob.start(&description);
         let same_type = previous.is_some_and(|p| p.group_type == description.group_type);
         let compare = same_type && stored_size > 0;
-        let indexing = Instant::now();
-        let (read, added) = self
-            .index_staged(&current, compare, &description.group_type, &mut *blob)
-            .await?;
-        let index_ms = indexing.elapsed().as_millis();
+        // Both walks at once: they write disjoint index entries (members that join, members
+        // that leave), and each is a chain of page round trips.
+        let walking = Instant::now();
+        let group_type = description.group_type.clone();
+        let index = self.index_staged(&current, compare, &group_type, &mut *blob);
+        let unindex = async {
+            match previous {
+                Some(previous) if !same_type => {
+                    inner
+                        .index_members(&current, &previous.group_type, id, false)
+                        .await
+                }
+                Some(_) if stored_size > 0 => self.unindex_unstaged(&current, &group_type).await,
+                _ => Ok(()),
+            }
+        };
+        let (indexed, unindexed) = tokio::join!(index, unindex);
+        let (read, added) = indexed?;
+        unindexed?;
+        let walks_ms = walking.elapsed().as_millis();
         if read != size {
             // SSCAN may repeat members of a set that shrinks; the staged set never does.
             return Err(StoreError::Corrupt {
@@ -141,21 +157,11 @@ impl RedisCohortWriter {
             });
         }
         let removed = match previous {
-            Some(previous) if !same_type => {
-                inner
-                    .index_members(&current, &previous.group_type, id, false)
-                    .await?;
-                stored_size
-            }
-            Some(_) if stored_size > 0 => {
-                self.unindex_unstaged(&current, &description.group_type)
-                    .await?;
-                // Stored members that stay: the staged ones that were not added.
-                stored_size.saturating_sub(size - added)
-            }
-            _ => 0,
+            Some(_) if !same_type => stored_size,
+            // Stored members that stay: the staged ones that were not added.
+            Some(_) => stored_size.saturating_sub(size - added),
+            None => 0,
         };
-        let unindex_ms = indexing.elapsed().as_millis() - index_ms;
         let publishing = Instant::now();
         let new_blob = keys.cohort_temp(id, "blob", &self.token);
         let bytes = blob.finish();
@@ -199,10 +205,9 @@ impl RedisCohortWriter {
             cohort_id = id,
             size,
             staged_ms,
-            index_ms,
-            unindex_ms,
+            walks_ms,
             publish_ms = publishing.elapsed().as_millis(),
-            "cohort write phases (staged while downloading, new members indexed and blob built, old members unindexed, published)"
+            "cohort write phases (staged while downloading; walks: new members indexed and blob built, and old members unindexed, at once; published)"
         );
         Ok(CohortWrite::Written { added, removed })
     }
