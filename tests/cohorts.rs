@@ -418,6 +418,61 @@ async fn any_field_order_is_ingested() {
     app.stop().await;
 }
 
+/// A cohort whose member list repeats members far apart (across the chunks the download
+/// streams into the store) is stored, sized and served with each member once.
+async fn duplicates_across_chunks(redis: Option<&RedisServer>) {
+    let fake = fake().await;
+    fake.set_flags(KEY, &flags(Some("cu"), None));
+    // 25,000 ids, 20,000 distinct: 5,000-9,999 come again at the end.
+    let ids: Vec<String> = (0..20_000)
+        .chain(5_000..10_000)
+        .map(|i| format!("u{i}"))
+        .collect();
+    let body = json!({"cohortId": "cu", "groupType": "User", "lastModified": 100, "size": ids.len(), "memberIds": ids});
+    fake.set_cohort_body("cu", 100, ids.len(), &body.to_string());
+    let redis_yaml = redis
+        .map(|r| format!("  redis:\n    uri: {}\n", r.url()))
+        .unwrap_or_default();
+    let app = TestApp::spawn(&config(&fake, &redis_yaml), &[]).await;
+    app.wait_ready().await;
+    let blob: Value = app
+        .client
+        .get(app.url("/sdk/v1/cohort/cu"))
+        .header("Authorization", basic(API, SECRET))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(blob["size"], 20_000);
+    let mut served: Vec<&str> = blob["memberIds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(served.len(), 20_000);
+    served.sort_unstable();
+    served.dedup();
+    assert_eq!(served.len(), 20_000, "each member once");
+    for member in ["u0", "u7000", "u19999"] {
+        assert_eq!(memberships(&app, "User", member).await, json!(["cu"]));
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn duplicates_across_chunks_are_stored_once_in_memory() {
+    duplicates_across_chunks(None).await;
+}
+
+#[tokio::test]
+async fn duplicates_across_chunks_are_stored_once_in_redis() {
+    let redis = RedisServer::start();
+    duplicates_across_chunks(Some(&redis)).await;
+}
+
 #[tokio::test]
 async fn cohort_and_membership_endpoints_follow_the_reference_statuses() {
     let fake = fake().await;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use evaluation_proxy::store::{
-    new_token, Change, CohortChange, CohortDescription, CohortWrite, DocumentChange,
-    DocumentStatus, RedisSettings, RedisStore, Store, StoreError, StoredDocument,
+    new_token, BlobBuilder, Change, CohortChange, CohortDescription, CohortVersion, CohortWrite,
+    DocumentChange, DocumentStatus, RedisSettings, RedisStore, Store, StoreError, StoredDocument,
 };
 use redis_server::RedisServer;
 use tokio::sync::broadcast;
@@ -62,6 +62,59 @@ fn members(names: &[&str]) -> Vec<String> {
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// A [`BlobBuilder`] that records what the store fed it; its blob is `<n> members`.
+#[derive(Clone, Default)]
+struct Recording(Arc<std::sync::Mutex<(Option<CohortDescription>, Vec<String>)>>);
+
+impl Recording {
+    /// The description `start` got and the members pushed, sorted.
+    fn fed(&self) -> (Option<CohortDescription>, Vec<String>) {
+        let (description, mut members) = self.0.lock().unwrap().clone();
+        members.sort();
+        (description, members)
+    }
+}
+
+impl BlobBuilder for Recording {
+    fn start(&mut self, description: &CohortDescription) {
+        let mut fed = self.0.lock().unwrap();
+        assert!(fed.0.is_none(), "start is called once");
+        fed.0 = Some(description.clone());
+    }
+
+    fn push(&mut self, member: &str) {
+        self.0.lock().unwrap().1.push(member.to_owned());
+    }
+
+    fn finish(self: Box<Self>) -> Bytes {
+        Bytes::from(format!("{} members", self.0.lock().unwrap().1.len()))
+    }
+}
+
+/// Writes a version of `cohort_id` through the streamed writer, one `add` per chunk.
+async fn write_streamed(
+    store: &dyn Store,
+    cohort_id: &str,
+    group_type: &str,
+    last_modified: i64,
+    chunks: &[Vec<String>],
+    blob: Recording,
+) -> Result<CohortWrite, StoreError> {
+    let mut writer = store.begin_cohort(cohort_id).await?;
+    for chunk in chunks {
+        writer.add(chunk.clone()).await?;
+    }
+    let version = CohortVersion {
+        group_type: group_type.to_owned(),
+        last_modified,
+    };
+    writer.finish(version, Box::new(blob)).await
+}
+
+fn users(range: std::ops::Range<u32>) -> Vec<String> {
+    range.map(|i| format!("user-{i:05}")).collect()
+}
+
 /// Generates one `#[tokio::test]` per contract function, for each store.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
@@ -96,6 +149,8 @@ contract!(
     stale_cohort_write_is_ignored,
     removed_cohort_leaves_nothing_behind,
     large_cohort_crosses_batches,
+    streamed_write_dedups_across_chunks_and_feeds_the_blob_each_member_once,
+    abandoned_streamed_write_changes_nothing,
     cohort_changes_are_signalled,
     awkward_identifiers_are_kept_apart,
     dedup_claims_in_batches,
@@ -498,6 +553,132 @@ mod contract {
             .put_cohort(&cohort("c", "User", 1, 1), &members(&["b"]), Bytes::new())
             .await
             .unwrap();
+        assert_eq!(
+            store.get_memberships("User", "b").await.unwrap(),
+            members(&["c"])
+        );
+    }
+
+    pub async fn streamed_write_dedups_across_chunks_and_feeds_the_blob_each_member_once(
+        store: &dyn Store,
+    ) {
+        // 2,500 distinct members in three chunks that overlap, with repeats inside a chunk.
+        let mut first = users(0..1500);
+        first.extend(users(0..10));
+        let chunks = [first, users(1000..2500), users(2000..2100)];
+        let blob = Recording::default();
+        let written = write_streamed(store, "s", "User", 1, &chunks, blob.clone()).await;
+        assert_eq!(
+            written.unwrap(),
+            CohortWrite::Written {
+                added: 2500,
+                removed: 0
+            }
+        );
+        let stored = cohort("s", "User", 2500, 1);
+        let (started, fed) = blob.fed();
+        assert_eq!(
+            started,
+            Some(stored.clone()),
+            "the blob gets the distinct size"
+        );
+        assert_eq!(fed, users(0..2500), "each member once");
+        assert_eq!(store.get_cohort("s").await.unwrap(), Some(stored.clone()));
+        assert_eq!(
+            store.get_cohort_blob("s").await.unwrap().unwrap().blob,
+            Bytes::from_static(b"2500 members")
+        );
+        assert_eq!(
+            store.get_cohort_members("s").await.unwrap().unwrap(),
+            users(0..2500)
+        );
+
+        // 1% churn, streamed again with duplicates: 25 leave, 25 join.
+        let chunks = [users(25..1300), users(1200..2525), users(2500..2525)];
+        let blob = Recording::default();
+        let written = write_streamed(store, "s", "User", 2, &chunks, blob.clone()).await;
+        assert_eq!(
+            written.unwrap(),
+            CohortWrite::Written {
+                added: 25,
+                removed: 25
+            }
+        );
+        let (started, fed) = blob.fed();
+        assert_eq!(started, Some(cohort("s", "User", 2500, 2)));
+        assert_eq!(fed, users(25..2525));
+        for (member, expected) in [
+            ("user-00000", 0),
+            ("user-00024", 0),
+            ("user-00025", 1),
+            ("user-02524", 1),
+        ] {
+            assert_eq!(
+                store.get_memberships("User", member).await.unwrap().len(),
+                expected,
+                "{member}"
+            );
+        }
+
+        // Streamed to empty: no chunk at all.
+        let blob = Recording::default();
+        let written = write_streamed(store, "s", "User", 3, &[], blob.clone()).await;
+        assert_eq!(
+            written.unwrap(),
+            CohortWrite::Written {
+                added: 0,
+                removed: 2500
+            }
+        );
+        assert_eq!(blob.fed(), (Some(cohort("s", "User", 0, 3)), Vec::new()));
+        assert_eq!(
+            store.get_memberships("User", "user-00100").await.unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    pub async fn abandoned_streamed_write_changes_nothing(store: &dyn Store) {
+        let stored = cohort("c", "User", 2, 1);
+        store
+            .put_cohort(&stored, &members(&["a", "b"]), Bytes::from_static(b"v1"))
+            .await
+            .unwrap();
+        // A download that fails half-way drops its writer.
+        let mut writer = store.begin_cohort("c").await.unwrap();
+        writer.add(members(&["b", "x"])).await.unwrap();
+        drop(writer);
+        // A stale version is read whole, then ignored.
+        let written = write_streamed(
+            store,
+            "c",
+            "User",
+            1,
+            &[members(&["y"])],
+            Recording::default(),
+        )
+        .await;
+        assert_eq!(
+            written.unwrap(),
+            CohortWrite::Stale {
+                stored: stored.clone()
+            }
+        );
+        assert_eq!(store.get_cohort("c").await.unwrap(), Some(stored));
+        assert_eq!(
+            store.get_cohort_members("c").await.unwrap(),
+            Some(members(&["a", "b"]))
+        );
+        assert_eq!(
+            store.get_cohort_blob("c").await.unwrap().unwrap().blob,
+            Bytes::from_static(b"v1")
+        );
+        for member in ["x", "y"] {
+            assert_eq!(
+                store.get_memberships("User", member).await.unwrap(),
+                Vec::<String>::new(),
+                "{member}"
+            );
+        }
         assert_eq!(
             store.get_memberships("User", "b").await.unwrap(),
             members(&["c"])
@@ -1243,6 +1424,137 @@ mod redis_only {
         }
         let left: Vec<String> = conn.keys("test:v2:{cohort:c1}:*").await.unwrap();
         assert_eq!(left, Vec::<String>::new());
+    }
+
+    /// The keys of cohort `c1` (its hash tag), sorted.
+    async fn cohort_keys(conn: &mut ::redis::aio::MultiplexedConnection) -> Vec<String> {
+        let mut keys: Vec<String> = conn.keys("test:v2:{cohort:c1}:*").await.unwrap();
+        keys.sort();
+        keys
+    }
+
+    const STORED_KEYS: [&str; 3] = [
+        "test:v2:{cohort:c1}:blob",
+        "test:v2:{cohort:c1}:description",
+        "test:v2:{cohort:c1}:members",
+    ];
+
+    #[tokio::test]
+    async fn abandoned_and_stale_writes_leave_no_staged_sets() {
+        let server = RedisServer::start();
+        let store = redis_store(&server).await;
+        store
+            .put_cohort(&cohort("c1", "User", 1, 5), &members(&["a"]), Bytes::new())
+            .await
+            .unwrap();
+        let mut writer = store.begin_cohort("c1").await.unwrap();
+        writer.add(members(&["b", "c"])).await.unwrap();
+        let mut conn = raw(&server).await;
+        drop(writer);
+        let stale = write_streamed(
+            &store,
+            "c1",
+            "User",
+            5,
+            &[members(&["d"])],
+            Recording::default(),
+        )
+        .await;
+        assert!(matches!(stale, Ok(CohortWrite::Stale { .. })), "{stale:?}");
+        // The abandoned writer deletes its staged set in the background.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while cohort_keys(&mut conn).await != STORED_KEYS {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                cohort_keys(&mut conn).await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_failing_after_indexing_is_undone() {
+        let server = RedisServer::start();
+        let store = redis_store(&server).await;
+        let v1 = cohort("c1", "User", 2, 1);
+        store
+            .put_cohort(&v1, &members(&["a", "b"]), Bytes::from_static(b"v1"))
+            .await
+            .unwrap();
+        // A replica whose user may not run scripts: its write stages, indexes the 1,000 new
+        // members and unindexes `b`, then fails to publish (the last step).
+        let mut conn = raw(&server).await;
+        let _: () = ::redis::cmd("ACL")
+            .arg(
+                &[
+                    "SETUSER",
+                    "noscript",
+                    "on",
+                    ">pw",
+                    "~*",
+                    "&*",
+                    "+@all",
+                    "-@scripting",
+                ][..],
+            )
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let limited = RedisStore::connect(&RedisSettings {
+            uri: format!("redis://noscript:pw@127.0.0.1:{}", server.port()),
+            pipeline_batch_size: 10,
+            ..settings(&server, "test")
+        })
+        .await
+        .unwrap();
+        let mut next = users(0..1000);
+        next.push("a".into());
+        let written = write_streamed(
+            &limited,
+            "c1",
+            "User",
+            2,
+            &[next.clone()],
+            Recording::default(),
+        )
+        .await;
+        assert!(written.is_err(), "{written:?}");
+        // Undone at once: the stored version and its index entries, nothing of the new one.
+        assert_eq!(store.get_cohort("c1").await.unwrap(), Some(v1));
+        for (member, expected) in [
+            ("a", vec!["c1"]),
+            ("b", vec!["c1"]),
+            ("user-00000", vec![]),
+            ("user-00999", vec![]),
+        ] {
+            assert_eq!(
+                store.get_memberships("User", member).await.unwrap(),
+                members(&expected),
+                "{member}"
+            );
+        }
+        assert_eq!(cohort_keys(&mut conn).await, STORED_KEYS);
+        let index: usize = conn
+            .keys::<_, Vec<String>>("test:v2:membership:*")
+            .await
+            .unwrap()
+            .len();
+        assert_eq!(index, 2, "only a and b are indexed");
+        // The same version goes through a replica that may publish.
+        let written = write_streamed(&store, "c1", "User", 2, &[next], Recording::default()).await;
+        assert_eq!(
+            written.unwrap(),
+            CohortWrite::Written {
+                added: 1000,
+                removed: 1
+            }
+        );
+        assert_eq!(
+            store.get_memberships("User", "user-00500").await.unwrap(),
+            members(&["c1"])
+        );
+        assert_eq!(cohort_keys(&mut conn).await, STORED_KEYS);
     }
 
     #[tokio::test]

@@ -14,12 +14,13 @@ on a free port when the scenario uses Redis, and the release proxy, then:
 Results: stdout (markdown) and bench/results/cohort-scale-<timestamp>.json.
 
 Knobs: COHORT_SCENARIOS (default "memory:1000000,redis:1000000,redis:10000000"),
-LOOKUP_SAMPLES (20000), PROXY_BIN, LOOKUP_BIN.
+LOOKUP_SAMPLES (20000), PROXY_BIN, LOOKUP_BIN, COHORT_LOG_DIR (keep each proxy log there).
 """
 import base64
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -247,6 +248,11 @@ def main():
                 result = {"store": store, "members": int(size), "error": str(e), "log_tail": tail}
             finally:
                 scenario.stop()
+                # COHORT_LOG_DIR: keep each scenario's proxy log (phase timings, errors).
+                if os.environ.get("COHORT_LOG_DIR"):
+                    os.makedirs(os.environ["COHORT_LOG_DIR"], exist_ok=True)
+                    shutil.copy(os.path.join(work, "proxy.log"),
+                                os.path.join(os.environ["COHORT_LOG_DIR"], f"proxy-{store}-{size}.log"))
             print(json.dumps(result), flush=True)
             results["scenarios"].append(result)
     os.makedirs(os.path.join(REPO, "bench/results"), exist_ok=True)

@@ -1,7 +1,7 @@
 //! The default store: process memory, for a single node.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -10,8 +10,8 @@ use tokio::sync::broadcast;
 
 use super::sorted_members::SortedMembers;
 use super::{
-    Change, CohortBlob, CohortChange, CohortDescription, CohortWrite, DocumentChange,
-    DocumentStatus, Store, StoreError, StoredDocument, StoredFlags,
+    BlobBuilder, Change, CohortBlob, CohortChange, CohortDescription, CohortVersion, CohortWrite,
+    CohortWriter, DocumentChange, DocumentStatus, Store, StoreError, StoredDocument, StoredFlags,
 };
 
 /// Capacity of the change channels; a subscriber that lags further re-reads everything it serves.
@@ -90,7 +90,8 @@ impl Claims {
 /// worker touch it, never with a lock held across an await, so plain mutexes are enough.
 #[derive(Debug)]
 pub struct MemoryStore {
-    data: Mutex<Data>,
+    /// Shared with unfinished cohort writers ([`MemoryCohortWriter`]).
+    data: Arc<Mutex<Data>>,
     claims: Mutex<Claims>,
     leases: Mutex<HashMap<String, (String, Instant)>>,
     changes: broadcast::Sender<Change>,
@@ -124,7 +125,7 @@ impl MemoryStore {
         let (cohort_changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         let (document_changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         Self {
-            data: Mutex::new(Data::default()),
+            data: Arc::new(Mutex::new(Data::default())),
             claims: Mutex::new(Claims::new(capacity)),
             leases: Mutex::new(HashMap::new()),
             changes,
@@ -135,6 +136,105 @@ impl MemoryStore {
 
     fn data(&self) -> MutexGuard<'_, Data> {
         lock(&self.data)
+    }
+}
+
+/// A cohort write into memory: members are collected (memory is where they are kept anyway),
+/// then sorted and de-duplicated into [`SortedMembers`] when the write finishes.
+struct MemoryCohortWriter {
+    data: Arc<Mutex<Data>>,
+    cohort_changes: broadcast::Sender<CohortChange>,
+    cohort_id: String,
+    members: Vec<String>,
+}
+
+impl MemoryCohortWriter {
+    /// The stored version, when it is as new as `last_modified` or newer.
+    fn stale(&self, last_modified: i64) -> Option<CohortDescription> {
+        lock(&self.data)
+            .cohorts
+            .get(&self.cohort_id)
+            .filter(|c| c.description.last_modified >= last_modified)
+            .map(|c| c.description.clone())
+    }
+}
+
+#[async_trait]
+impl CohortWriter for MemoryCohortWriter {
+    async fn add(&mut self, members: Vec<String>) -> Result<(), StoreError> {
+        if self.members.is_empty() {
+            self.members = members;
+        } else {
+            self.members.extend(members);
+        }
+        Ok(())
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        version: CohortVersion,
+        mut blob: Box<dyn BlobBuilder>,
+    ) -> Result<CohortWrite, StoreError> {
+        if let Some(stored) = self.stale(version.last_modified) {
+            return Ok(CohortWrite::Stale { stored });
+        }
+        let writer = *self;
+        let cohort_id = writer.cohort_id.clone();
+        let members = writer.members;
+        // Sorting a million ids and compressing them takes a while: off the async threads.
+        let built = tokio::task::spawn_blocking(move || {
+            let members = SortedMembers::new(&members);
+            let description = CohortDescription {
+                cohort_id,
+                group_type: version.group_type,
+                size: members.len() as u64,
+                last_modified: version.last_modified,
+            };
+            blob.start(&description);
+            for member in members.iter() {
+                blob.push(member);
+            }
+            (description, members, blob.finish())
+        })
+        .await
+        .map_err(|error| StoreError::Unavailable(format!("cohort write stopped: {error}")))?;
+        let (description, new_members, blob) = built;
+        let id = description.cohort_id.as_str();
+        let (added, removed) = {
+            let mut data = lock(&writer.data);
+            let counts = match data.cohorts.get(id) {
+                Some(previous)
+                    if previous.description.last_modified >= description.last_modified =>
+                {
+                    return Ok(CohortWrite::Stale {
+                        stored: previous.description.clone(),
+                    });
+                }
+                Some(previous) if previous.description.group_type == description.group_type => {
+                    previous.members.difference_counts(&new_members)
+                }
+                // A changed group type: every member leaves the old type and joins the new one.
+                Some(previous) => (new_members.len(), previous.members.len()),
+                None => (new_members.len(), 0),
+            };
+            data.cohorts.insert(
+                id.to_owned(),
+                Cohort {
+                    description: description.clone(),
+                    members: new_members,
+                    blob,
+                },
+            );
+            counts
+        };
+        let _ = writer.cohort_changes.send(CohortChange::Updated {
+            cohort_id: id.to_owned(),
+            last_modified: description.last_modified,
+        });
+        Ok(CohortWrite::Written {
+            added: added as u64,
+            removed: removed as u64,
+        })
     }
 }
 
@@ -207,50 +307,13 @@ impl Store for MemoryStore {
         Ok(self.data().projects.get(project).cloned())
     }
 
-    async fn put_cohort(
-        &self,
-        description: &CohortDescription,
-        members: &[String],
-        blob: Bytes,
-    ) -> Result<CohortWrite, StoreError> {
-        // Built before taking the lock: sorting a million ids takes a while.
-        let new_members = SortedMembers::new(members);
-        let id = description.cohort_id.as_str();
-        let (added, removed) = {
-            let mut data = self.data();
-            let counts = match data.cohorts.get(id) {
-                Some(previous)
-                    if previous.description.last_modified >= description.last_modified =>
-                {
-                    return Ok(CohortWrite::Stale {
-                        stored: previous.description.clone(),
-                    });
-                }
-                Some(previous) if previous.description.group_type == description.group_type => {
-                    previous.members.difference_counts(&new_members)
-                }
-                // A changed group type: every member leaves the old type and joins the new one.
-                Some(previous) => (new_members.len(), previous.members.len()),
-                None => (new_members.len(), 0),
-            };
-            data.cohorts.insert(
-                id.to_owned(),
-                Cohort {
-                    description: description.clone(),
-                    members: new_members,
-                    blob,
-                },
-            );
-            counts
-        };
-        let _ = self.cohort_changes.send(CohortChange::Updated {
-            cohort_id: id.to_owned(),
-            last_modified: description.last_modified,
-        });
-        Ok(CohortWrite::Written {
-            added: added as u64,
-            removed: removed as u64,
-        })
+    async fn begin_cohort(&self, cohort_id: &str) -> Result<Box<dyn CohortWriter>, StoreError> {
+        Ok(Box::new(MemoryCohortWriter {
+            data: Arc::clone(&self.data),
+            cohort_changes: self.cohort_changes.clone(),
+            cohort_id: cohort_id.to_owned(),
+            members: Vec::new(),
+        }))
     }
 
     async fn get_cohort(&self, cohort_id: &str) -> Result<Option<CohortDescription>, StoreError> {

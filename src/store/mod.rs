@@ -88,7 +88,7 @@ pub struct CohortBlob {
     pub blob: Bytes,
 }
 
-/// What [`Store::put_cohort`] did.
+/// What a cohort write ([`CohortWriter::finish`], [`Store::put_cohort`]) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CohortWrite {
     /// The new version is stored; the membership index changed by these counts.
@@ -96,6 +96,64 @@ pub enum CohortWrite {
     /// The stored version is as new or newer (`lastModified`); nothing was written.
     Stale { stored: CohortDescription },
 }
+
+/// The fields of a cohort version known once its whole body was read (the vendor may send
+/// them after the members).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortVersion {
+    /// See [`CohortDescription::group_type`].
+    pub group_type: String,
+    /// See [`CohortDescription::last_modified`].
+    pub last_modified: i64,
+}
+
+/// A streamed write of one cohort version, from [`Store::begin_cohort`].
+#[async_trait]
+pub trait CohortWriter: Send {
+    /// Adds members of the version (duplicates allowed, within a chunk and across chunks).
+    /// May return before they are stored; errors surface here or from `finish`.
+    async fn add(&mut self, members: Vec<String>) -> Result<(), StoreError>;
+
+    /// Completes the write: ignored ([`CohortWrite::Stale`]) when the stored `lastModified` is
+    /// the same or newer; otherwise the membership index is updated by difference with the
+    /// stored version (the whole set when the group type changed), `blob` is fed the distinct
+    /// members and its result stored, and the description (`size` = distinct members) is
+    /// published last.
+    async fn finish(
+        self: Box<Self>,
+        version: CohortVersion,
+        blob: Box<dyn BlobBuilder>,
+    ) -> Result<CohortWrite, StoreError>;
+}
+
+/// Builds a cohort's blob from the distinct members the store feeds it, so a store can build
+/// it from wherever it keeps them (the format belongs to the caller, the store does not look).
+pub trait BlobBuilder: Send {
+    /// Called once first, with the description of the version (`size` = members to come).
+    fn start(&mut self, description: &CohortDescription);
+
+    /// Called once per distinct member, in whatever order the store keeps them.
+    fn push(&mut self, member: &str);
+
+    /// The finished blob.
+    fn finish(self: Box<Self>) -> Bytes;
+}
+
+/// A [`BlobBuilder`] that stores bytes made beforehand ([`Store::put_cohort`]).
+struct FixedBlob(Bytes);
+
+impl BlobBuilder for FixedBlob {
+    fn start(&mut self, _: &CohortDescription) {}
+
+    fn push(&mut self, _: &str) {}
+
+    fn finish(self: Box<Self>) -> Bytes {
+        self.0
+    }
+}
+
+/// Members per [`CohortWriter::add`] call of [`Store::put_cohort`].
+const PUT_COHORT_CHUNK: usize = 10_000;
 
 /// One Flagsmith environment document as the replica holding its lease stored it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,18 +249,32 @@ pub trait Store: Send + Sync + 'static {
         project: &str,
     ) -> Result<Option<Vec<String>>, StoreError>;
 
-    /// Writes a new version of a cohort: `members` is the complete member list of the version
-    /// (duplicates allowed). The store diffs it against the stored members and updates the
-    /// membership index by difference (added and removed members, the whole set when the group
-    /// type changed), then stores `blob` and publishes the description last. Ignored (returns
-    /// [`CohortWrite::Stale`]) when the stored `lastModified` is the same or newer. Callers must
-    /// not write the same cohort concurrently (hold the lease).
+    /// Starts writing a new version of `cohort_id`, streamed: members go in by chunks
+    /// ([`CohortWriter::add`]) while the vendor's body is read, so a store that keeps them
+    /// elsewhere (Redis) never holds them all; [`CohortWriter::finish`] then diffs, indexes,
+    /// builds the blob and publishes. Callers must not write the same cohort concurrently
+    /// (hold the lease). A writer dropped before `finish` leaves the stored version as it was.
+    async fn begin_cohort(&self, cohort_id: &str) -> Result<Box<dyn CohortWriter>, StoreError>;
+
+    /// Writes a whole new version of a cohort at once (small cohorts, tests): `members` is the
+    /// complete member list (duplicates allowed) and `blob` is stored as given. The stored
+    /// `size` is the number of distinct members. See [`Store::begin_cohort`].
     async fn put_cohort(
         &self,
         description: &CohortDescription,
         members: &[String],
         blob: Bytes,
-    ) -> Result<CohortWrite, StoreError>;
+    ) -> Result<CohortWrite, StoreError> {
+        let mut writer = self.begin_cohort(&description.cohort_id).await?;
+        for chunk in members.chunks(PUT_COHORT_CHUNK) {
+            writer.add(chunk.to_vec()).await?;
+        }
+        let version = CohortVersion {
+            group_type: description.group_type.clone(),
+            last_modified: description.last_modified,
+        };
+        writer.finish(version, Box::new(FixedBlob(blob))).await
+    }
 
     /// The stored description of a cohort.
     async fn get_cohort(&self, cohort_id: &str) -> Result<Option<CohortDescription>, StoreError>;

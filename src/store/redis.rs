@@ -34,8 +34,9 @@
 //! | `P:v2:{cohort:<cohort>}:members` | SET | members of the stored version | none |
 //! | `P:v2:{cohort:<cohort>}:blob` | STRING | the blob of the stored version | none |
 //! | `P:v2:{cohort:<cohort>}:pending` | STRING | `{"groupType","token"}` of a write in progress | none; deleted when it completes |
-//! | `P:v2:{cohort:<cohort>}:temp:staged:<token>` | SET | a write's new members (renamed to `members` at the end) | none while pending |
-//! | `P:v2:{cohort:<cohort>}:temp:<kind>:<token>` | SET | `added`/`removed` diff of a write, or a removal's `removing` set | PX 1 h, deleted after use |
+//! | `P:v2:{cohort:<cohort>}:temp:staged:<token>` | SET | a write's new members, staged while downloading (renamed to `members` at the end) | PX 1 h while staging; none once pending |
+//! | `P:v2:{cohort:<cohort>}:temp:blob:<token>` | STRING | a write's new blob (renamed to `blob` at the end) | PX 1 h |
+//! | `P:v2:{cohort:<cohort>}:temp:removing:<token>` | SET | a removal's members, unindexed page by page | PX 1 h, deleted after use |
 //! | `P:v2:{cohorts}:index` | HASH | cohortId -> CohortDescription JSON | none |
 //! | `P:v2:membership:<groupType>:<member>` | SET | ids of the cohorts containing the member | none |
 //! | `P:v2:{flagsmith}:environment:<environment>` | HASH | `json` (a Flagsmith environment document), `version`, `confirmed_at` (Unix ms) | none |
@@ -46,7 +47,9 @@
 //! | `P:v2:changes` | pub/sub channel | `flags <version> <deployment>`, `flags_removed 0 <deployment>`, `cohort <lastModified> <cohort>`, `cohort_removed 0 <cohort>`, `flagsmith <version> <environment>` | - |
 //!
 //! Bulk paths use `SCAN`/`SSCAN`/`HSCAN` (`COUNT` = `scan_count`), never `KEYS`; member writes
-//! go in pipelines of `pipeline_batch_size` commands, up to 8 pipelines in flight at once.
+//! go in pipelines of `pipeline_batch_size` commands, up to 8 pipelines in flight at once. No
+//! command works on a whole large set at once (large sets are diffed page by page and freed
+//! with `UNLINK`); the cohort write path is in `redis/write.rs`.
 //! The request path reads only bounded things: one membership set (`SMEMBERS`, at most one id
 //! per cohort; answers are kept in a bounded replica-local cache cleared on every cohort change
 //! signal, see [`super::membership_cache`]), one description + blob (`MGET`). Membership
@@ -71,9 +74,11 @@ use super::cohort_mirror::CohortMirror;
 use super::keys::Keys;
 use super::membership_cache::MembershipCache;
 use super::{
-    new_token, Change, CohortBlob, CohortChange, CohortDescription, CohortWrite, DocumentChange,
+    new_token, Change, CohortBlob, CohortChange, CohortDescription, CohortWriter, DocumentChange,
     DocumentStatus, Store, StoreError, StoredDocument, StoredFlags,
 };
+
+mod write;
 
 /// Default commands per pipeline (`pipelineBatchSize`) and `COUNT` per scan page (`scanLimit`).
 pub const BATCH: usize = 1000;
@@ -248,18 +253,23 @@ redis.call('HDEL', KEYS[2], ARGV[1])
 if removed > 0 then redis.call('PUBLISH', ARGV[2], 'flags_removed 0 ' .. ARGV[1]) end
 return removed",
             ),
-            // KEYS: description, members, blob, staged, added, removed, pending.
-            // ARGV: description, blob.
+            // KEYS: description, members, blob, staged, pending, new blob. ARGV: description.
+            // UNLINK: the replaced members set (millions of members) and blob are freed off
+            // Redis' main thread; a DEL (or RENAME over them) would block every other caller.
             publish_cohort: Script::new(
-                r"if redis.call('EXISTS', KEYS[4]) == 1 then
+                r"if redis.call('EXISTS', KEYS[6]) == 0 then
+  return redis.error_reply('the new cohort blob is missing')
+end
+redis.call('UNLINK', KEYS[2])
+if redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('RENAME', KEYS[4], KEYS[2])
   redis.call('PERSIST', KEYS[2])
-else
-  redis.call('DEL', KEYS[2])
 end
+redis.call('UNLINK', KEYS[3])
+redis.call('RENAME', KEYS[6], KEYS[3])
+redis.call('PERSIST', KEYS[3])
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[2])
-redis.call('DEL', KEYS[5], KEYS[6], KEYS[7])
+redis.call('DEL', KEYS[5])
 return 1",
             ),
             // KEYS: description, members, blob, removing. ARGV: temp ttl ms.
@@ -270,7 +280,8 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('PEXPIRE', KEYS[4], ARGV[1])
   moved = 1
 end
-redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('DEL', KEYS[1])
+redis.call('UNLINK', KEYS[3])
 return moved",
             ),
             // KEYS: document, versions. ARGV: json, environment, channel, confirmed_at.
@@ -627,23 +638,6 @@ impl Inner {
         }
     }
 
-    /// Adds `cohort_id` to the membership sets of `members` (unique), in pipelines of `batch`
-    /// commands, several in flight.
-    async fn index_list<M: AsRef<str>>(
-        self: &Arc<Self>,
-        members: &[M],
-        group_type: &str,
-        cohort_id: &str,
-    ) -> Result<(), StoreError> {
-        let mut pipes = Pipelines::new(self);
-        for chunk in members.chunks(self.batch) {
-            pipes
-                .send(self.index_pipe(chunk, group_type, cohort_id, true))
-                .await?;
-        }
-        pipes.finish().await
-    }
-
     pub(crate) fn description_from(
         &self,
         key: &str,
@@ -993,238 +987,6 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         self.inner.script(invocation).await
     }
-
-    /// Stages `members` into a temporary set, `batch` members per `SADD`. The set has no TTL: the
-    /// pending marker points at it until the write completes or a later one repairs it.
-    async fn stage(&self, staged: &str, members: &[String]) -> Result<(), StoreError> {
-        let mut pipes = Pipelines::new(&self.inner);
-        for chunk in members.chunks(self.inner.batch) {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SADD").arg(staged).arg(chunk).ignore();
-            pipes.send(pipe).await?;
-        }
-        pipes.finish().await
-    }
-
-    /// Stores `new − old` into `added` and `old − new` into `removed` (one slot, one MULTI).
-    async fn diff(
-        &self,
-        new: &str,
-        old: &str,
-        added: &str,
-        removed: &str,
-    ) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("SDIFFSTORE").arg(added).arg(new).arg(old).ignore();
-        pipe.cmd("SDIFFSTORE")
-            .arg(removed)
-            .arg(old)
-            .arg(new)
-            .ignore();
-        pipe.cmd("PEXPIRE").arg(added).arg(TEMP_TTL_MS).ignore();
-        pipe.cmd("PEXPIRE").arg(removed).arg(TEMP_TTL_MS).ignore();
-        self.inner.pipe::<()>(&pipe).await
-    }
-
-    /// Everything of [`Store::put_cohort`] after the staleness check; temp keys named by `token`.
-    async fn write_cohort(
-        &self,
-        previous: Option<&CohortDescription>,
-        description: &CohortDescription,
-        members: &[String],
-        blob: Bytes,
-        token: &str,
-    ) -> Result<CohortWrite, StoreError> {
-        let keys = &self.inner.keys;
-        let id = description.cohort_id.as_str();
-        let staged = keys.cohort_temp(id, "staged", token);
-        let added = keys.cohort_temp(id, "added", token);
-        let removed = keys.cohort_temp(id, "removed", token);
-        let current = keys.cohort_members(id);
-        let pending = serde_json::json!({ "groupType": description.group_type, "token": token });
-        self.inner
-            .query::<()>(
-                redis::cmd("SET")
-                    .arg(keys.cohort_pending(id))
-                    .arg(pending.to_string()),
-            )
-            .await?;
-        self.stage(&staged, members).await?;
-        let same_type = previous.is_some_and(|p| p.group_type == description.group_type);
-        // What to add to the index (new group type) and remove from it (old group type).
-        let (add_from, remove_from) = if same_type {
-            self.diff(&staged, &current, &added, &removed).await?;
-            (added.clone(), Some(removed.clone()))
-        } else {
-            (staged.clone(), previous.map(|_| current.clone()))
-        };
-        let mut counts = redis::pipe();
-        counts.cmd("SCARD").arg(&add_from);
-        counts
-            .cmd("SCARD")
-            .arg(remove_from.as_deref().unwrap_or(&removed));
-        let (added_count, removed_count): (u64, u64) = self.inner.pipe(&counts).await?;
-        if let (Some(previous), Some(remove_from)) = (previous, &remove_from) {
-            self.inner
-                .index_members(remove_from, &previous.group_type, id, false)
-                .await?;
-        }
-        if same_type {
-            self.inner
-                .index_members(&added, &description.group_type, id, true)
-                .await?;
-        } else {
-            // Every new member is added: index them from memory instead of scanning them back.
-            // The sync passes them sorted and unique; only other callers pay for a copy.
-            if members.windows(2).all(|pair| pair[0] < pair[1]) {
-                self.inner
-                    .index_list(members, &description.group_type, id)
-                    .await?;
-            } else {
-                let unique: BTreeSet<&str> = members.iter().map(String::as_str).collect();
-                self.inner
-                    .index_list(
-                        &unique.into_iter().collect::<Vec<_>>(),
-                        &description.group_type,
-                        id,
-                    )
-                    .await?;
-            }
-        }
-        let json = serde_json::to_string(description)
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?;
-        let mut publish = self.inner.scripts.publish_cohort.prepare_invoke();
-        publish
-            .key(keys.cohort_description(id))
-            .key(&current)
-            .key(keys.cohort_blob(id))
-            .key(&staged)
-            .key(&added)
-            .key(&removed)
-            .key(keys.cohort_pending(id))
-            .arg(&json)
-            .arg(blob.as_ref());
-        self.script::<()>(&publish).await?;
-        let mut index = redis::pipe();
-        index
-            .cmd("HSET")
-            .arg(keys.cohort_index())
-            .arg(id)
-            .arg(&json)
-            .ignore();
-        let signal = format!("cohort {} {id}", description.last_modified);
-        index
-            .cmd("PUBLISH")
-            .arg(keys.changes_channel())
-            .arg(signal)
-            .ignore();
-        self.inner.pipe::<()>(&index).await?;
-        Ok(CohortWrite::Written {
-            added: added_count,
-            removed: removed_count,
-        })
-    }
-
-    /// [`Store::put_cohort`] without the final cache clear.
-    async fn put_cohort_now(
-        &self,
-        description: &CohortDescription,
-        members: &[String],
-        blob: Bytes,
-    ) -> Result<CohortWrite, StoreError> {
-        let previous = self.get_cohort(&description.cohort_id).await?;
-        if let Some(stored) = previous
-            .as_ref()
-            .filter(|p| p.last_modified >= description.last_modified)
-        {
-            return Ok(CohortWrite::Stale {
-                stored: stored.clone(),
-            });
-        }
-        self.repair(&description.cohort_id, previous.as_ref())
-            .await?;
-        let token = new_token();
-        let written = self
-            .write_cohort(previous.as_ref(), description, members, blob, &token)
-            .await;
-        if written.is_err() {
-            if let Err(error) = self.repair(&description.cohort_id, previous.as_ref()).await {
-                tracing::warn!(cohort_id = %description.cohort_id, %error, "could not undo a failed cohort write yet; the next write will");
-            }
-        }
-        written
-    }
-
-    /// Undoes what an unfinished write (its pending marker) may have done to the membership
-    /// index: removes the cohort from the sets of the members it staged, except members of the
-    /// stored version, then re-adds every stored member (a removal may have been half done).
-    async fn repair(
-        &self,
-        cohort_id: &str,
-        stored: Option<&CohortDescription>,
-    ) -> Result<(), StoreError> {
-        let keys = &self.inner.keys;
-        let pending_key = keys.cohort_pending(cohort_id);
-        let marker: Option<String> = self
-            .inner
-            .query(redis::cmd("GET").arg(&pending_key))
-            .await?;
-        let Some(marker) = marker else {
-            return Ok(());
-        };
-        let pending: Pending =
-            serde_json::from_str(&marker).map_err(|error| StoreError::Corrupt {
-                key: pending_key.clone(),
-                reason: error.to_string(),
-            })?;
-        tracing::warn!(
-            cohort_id,
-            "repairing the membership index after an unfinished cohort write"
-        );
-        let staged = keys.cohort_temp(cohort_id, "staged", &pending.token);
-        let current = keys.cohort_members(cohort_id);
-        let keep = stored.is_some_and(|s| s.group_type == pending.group_type);
-        let mut cursor = 0;
-        loop {
-            let (next, page) = self
-                .inner
-                .scan_page::<String>("SSCAN", &staged, cursor)
-                .await?;
-            if !page.is_empty() {
-                let kept: Vec<bool> = if keep {
-                    self.inner
-                        .query(redis::cmd("SMISMEMBER").arg(&current).arg(&page))
-                        .await?
-                } else {
-                    vec![false; page.len()]
-                };
-                let mut pipe = redis::pipe();
-                for (member, kept) in page.iter().zip(kept) {
-                    if !kept {
-                        let key = keys.membership(&pending.group_type, member);
-                        pipe.cmd("SREM").arg(key).arg(cohort_id).ignore();
-                    }
-                }
-                self.inner.pipe::<()>(&pipe).await?;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        if let Some(stored) = stored {
-            self.inner
-                .index_members(&current, &stored.group_type, cohort_id, true)
-                .await?;
-        }
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(&pending_key).arg(&staged);
-        for kind in ["added", "removed"] {
-            cmd.arg(keys.cohort_temp(cohort_id, kind, &pending.token));
-        }
-        self.inner.query::<()>(&cmd).await
-    }
 }
 
 /// The pending marker of an unfinished cohort write.
@@ -1328,22 +1090,11 @@ impl Store for RedisStore {
         .transpose()
     }
 
-    async fn put_cohort(
-        &self,
-        description: &CohortDescription,
-        members: &[String],
-        blob: Bytes,
-    ) -> Result<CohortWrite, StoreError> {
-        let written = self.put_cohort_now(description, members, blob).await;
-        // Read-your-writes on this replica, without waiting for the signal to come back (a
-        // repair may have changed the index even when the write failed).
-        self.inner.memberships.clear();
-        if let Ok(CohortWrite::Written { .. }) = &written {
-            self.inner
-                .mirror
-                .expect(&description.cohort_id, description.last_modified);
-        }
-        written
+    async fn begin_cohort(&self, cohort_id: &str) -> Result<Box<dyn CohortWriter>, StoreError> {
+        Ok(Box::new(write::RedisCohortWriter::new(
+            &self.inner,
+            cohort_id,
+        )))
     }
 
     async fn get_cohort(&self, cohort_id: &str) -> Result<Option<CohortDescription>, StoreError> {
@@ -1420,7 +1171,7 @@ impl Store for RedisStore {
     async fn remove_cohort(&self, cohort_id: &str) -> Result<(), StoreError> {
         let keys = &self.inner.keys;
         let previous = self.get_cohort(cohort_id).await?;
-        self.repair(cohort_id, previous.as_ref()).await?;
+        write::repair(&self.inner, cohort_id, previous.as_ref()).await?;
         let removing = keys.cohort_temp(cohort_id, "removing", &new_token());
         let mut invocation = self.inner.scripts.remove_cohort.prepare_invoke();
         invocation
@@ -1460,7 +1211,7 @@ impl Store for RedisStore {
             // Again once the index no longer lists the cohort, so replicas drop the answers
             // they cached while it was being cleaned.
             let mut done = redis::pipe();
-            done.cmd("DEL").arg(&removing).ignore();
+            done.cmd("UNLINK").arg(&removing).ignore();
             done.cmd("PUBLISH")
                 .arg(keys.changes_channel())
                 .arg(format!("cohort_removed 0 {cohort_id}"))

@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Change, CohortBlob, CohortChange, CohortDescription, CohortWrite, DocumentChange,
+    Change, CohortBlob, CohortChange, CohortDescription, CohortWriter, DocumentChange,
     DocumentStatus, RedisSettings, RedisStore, Store, StoreError, StoredDocument, StoredFlags,
 };
 
@@ -278,14 +278,9 @@ impl Store for ResilientStore {
         self.note(store.get_project_deployments(project).await)
     }
 
-    async fn put_cohort(
-        &self,
-        description: &CohortDescription,
-        members: &[String],
-        blob: Bytes,
-    ) -> Result<CohortWrite, StoreError> {
+    async fn begin_cohort(&self, cohort_id: &str) -> Result<Box<dyn CohortWriter>, StoreError> {
         let store = self.current()?;
-        self.note(store.put_cohort(description, members, blob).await)
+        self.note(store.begin_cohort(cohort_id).await)
     }
 
     async fn get_cohort(&self, cohort_id: &str) -> Result<Option<CohortDescription>, StoreError> {

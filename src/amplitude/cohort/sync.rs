@@ -22,7 +22,7 @@ use super::upstream::{CohortClient, CohortError, Download, Downloaded};
 use super::{blob, Cohorts, SyncStatus};
 use crate::amplitude::registry::Registry;
 use crate::metrics as m;
-use crate::store::{new_token, CohortDescription, CohortWrite, Store, StoreError};
+use crate::store::{new_token, CohortVersion, CohortWrite, Store, StoreError};
 
 /// How often the loop looks for newly targeted cohorts between full refreshes.
 const TARGET_CHECK: Duration = Duration::from_millis(250);
@@ -40,8 +40,6 @@ enum SyncError {
     NoCredentials,
     #[error("the cohort API said not modified, but no version is stored")]
     NothingStored,
-    #[error("ingestion stopped: {0}")]
-    Ingest(String),
 }
 
 /// The loop's state; see the module documentation.
@@ -194,9 +192,10 @@ impl CohortSync {
             let Some(project) = credentials.get(index) else {
                 continue;
             };
+            let store = Arc::clone(self.store());
             match self
                 .client
-                .download(id, project, stored_last_modified)
+                .download(id, project, stored_last_modified, store.as_ref())
                 .await
             {
                 Ok(download) => {
@@ -210,47 +209,42 @@ impl CohortSync {
         Err(last_error)
     }
 
-    /// Stores a downloaded version: members de-duplicated (sorted, in place, off the async
-    /// threads), the blob built from exactly those members, then `put_cohort`.
+    /// Finishes the store write a download streamed its members into: the store diffs and
+    /// indexes them, and builds the blob from the distinct members it holds.
     async fn ingest(&self, downloaded: Downloaded) -> Result<(), SyncError> {
         let Downloaded {
             cohort_id,
             group_type,
             last_modified,
-            mut members,
+            members_read,
+            writer,
         } = downloaded;
-        let prepared = tokio::task::spawn_blocking(move || {
-            members.sort_unstable();
-            members.dedup();
-            members.shrink_to_fit();
-            let description = CohortDescription {
-                cohort_id,
-                group_type,
-                size: members.len() as u64,
-                last_modified,
-            };
-            let blob = blob::build(&description, &members);
-            (description, members, blob)
-        })
-        .await
-        .map_err(|e| SyncError::Ingest(e.to_string()))?;
-        let (description, members, blob) = prepared;
-        match self
-            .store()
-            .put_cohort(&description, &members, blob)
+        let version = CohortVersion {
+            group_type,
+            last_modified,
+        };
+        match writer
+            .finish(version.clone(), Box::new(blob::GzipBlob::new()))
             .await?
         {
-            CohortWrite::Written { added, removed } => tracing::info!(
-                cohort = %description.cohort_id,
-                group_type = %description.group_type,
-                size = description.size,
-                last_modified = description.last_modified,
-                added,
-                removed,
-                "cohort download/save completed"
-            ),
+            CohortWrite::Written { added, removed } => {
+                // Only for the log line: the distinct member count the store stored.
+                let size = match self.store().get_cohort(&cohort_id).await {
+                    Ok(Some(stored)) => stored.size,
+                    _ => members_read,
+                };
+                tracing::info!(
+                    cohort = %cohort_id,
+                    group_type = %version.group_type,
+                    size,
+                    last_modified,
+                    added,
+                    removed,
+                    "cohort download/save completed"
+                );
+            }
             CohortWrite::Stale { stored } => tracing::debug!(
-                cohort = %description.cohort_id,
+                cohort = %cohort_id,
                 stored = stored.last_modified,
                 "a newer version is already stored"
             ),

@@ -1,6 +1,8 @@
 //! Downloads one cohort from the cohort API (`GET {cohortServerUrl}/sdk/v1/cohort/{id}`,
-//! spec §4.4) and streams the body through [`super::parse`] on a blocking thread, so only a
-//! few network chunks are in flight at any time.
+//! spec §4.4) and streams the body through [`super::parse`] on a blocking thread into a
+//! store's cohort writer ([`Store::begin_cohort`]), in chunks of [`MEMBER_CHUNK`] members: only
+//! a few network chunks and member chunks are in flight at any time, never the whole cohort
+//! (the Redis store keeps the members in Redis, not in the proxy).
 //!
 //! 200 is parsed; 204 means unchanged; 413 means too large (not retried); 202 ("still
 //! computing"), 429, 5xx and transport errors are retried with the shared backoff; any other
@@ -14,11 +16,18 @@ use bytes::Bytes;
 use reqwest::{header, Client, StatusCode};
 use tokio::sync::mpsc;
 
-use super::parse::{parse_cohort, Collect, ParseError, Parsed};
+use super::parse::{parse_cohort, MemberSink, ParseError, Parsed};
 use crate::amplitude::upstream::{join_url, RetryPolicy, LIBRARY};
+use crate::store::{CohortWriter, Store, StoreError};
 
 /// Network chunks buffered between the download and the parser.
 const CHUNKS_IN_FLIGHT: usize = 8;
+
+/// Members the parser hands to the store at once.
+pub const MEMBER_CHUNK: usize = 10_000;
+
+/// Member chunks buffered between the parser and the store writer.
+const MEMBER_CHUNKS_IN_FLIGHT: usize = 4;
 
 /// Project credentials for the cohort API (Basic `apiKey:secretKey`).
 #[derive(Clone, PartialEq, Eq)]
@@ -37,8 +46,8 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// A downloaded cohort: its description fields and every member read (duplicates included).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A downloaded cohort: its description fields and a store write holding its members, to be
+/// finished by the caller.
 pub struct Downloaded {
     /// `cohortId` from the body.
     pub cohort_id: String,
@@ -46,12 +55,25 @@ pub struct Downloaded {
     pub group_type: String,
     /// `lastModified` from the body.
     pub last_modified: i64,
-    /// The members in body order.
-    pub members: Vec<String>,
+    /// Member ids read (duplicates included).
+    pub members_read: u64,
+    /// The store write every member went into; dropping it abandons the write.
+    pub writer: Box<dyn CohortWriter>,
+}
+
+impl std::fmt::Debug for Downloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Downloaded")
+            .field("cohort_id", &self.cohort_id)
+            .field("group_type", &self.group_type)
+            .field("last_modified", &self.last_modified)
+            .field("members_read", &self.members_read)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a download gave.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Download {
     /// A newer version.
     Modified(Downloaded),
@@ -80,6 +102,9 @@ pub enum CohortError {
     /// The body describes another cohort than the one asked for.
     #[error("asked for cohort {asked}, got {got}")]
     WrongCohort { asked: String, got: String },
+    /// The store did not take the members (they are streamed into it while downloading).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 impl CohortError {
@@ -132,17 +157,19 @@ impl CohortClient {
         })
     }
 
-    /// Downloads `cohort_id` unless `stored_last_modified` is current, with retries.
+    /// Downloads `cohort_id` unless `stored_last_modified` is current, with retries, streaming
+    /// the members into a write of `store` (a fresh one per attempt).
     pub async fn download(
         &self,
         cohort_id: &str,
         credentials: &Credentials,
         stored_last_modified: Option<i64>,
+        store: &dyn Store,
     ) -> Result<Download, CohortError> {
         let mut attempt = 0u32;
         loop {
             match self
-                .attempt(cohort_id, credentials, stored_last_modified)
+                .attempt(cohort_id, credentials, stored_last_modified, store)
                 .await
             {
                 Err(error) if error.retryable() && attempt + 1 < self.retry.attempts => {
@@ -160,6 +187,7 @@ impl CohortClient {
         cohort_id: &str,
         credentials: &Credentials,
         stored_last_modified: Option<i64>,
+        store: &dyn Store,
     ) -> Result<Download, CohortError> {
         let url = join_url(
             &self.base_url,
@@ -193,7 +221,10 @@ impl CohortClient {
             }
             status => return Err(CohortError::Status(status)),
         }
-        let downloaded = self.stream_body(response, stored_last_modified).await?;
+        let writer = store.begin_cohort(cohort_id).await?;
+        let downloaded = self
+            .stream_body(response, stored_last_modified, writer)
+            .await?;
         match downloaded {
             Download::Modified(ref d) if d.cohort_id != cohort_id => {
                 Err(CohortError::WrongCohort {
@@ -205,58 +236,123 @@ impl CohortClient {
         }
     }
 
-    /// Feeds the body chunk by chunk to the parser running on a blocking thread.
+    /// Feeds the body chunk by chunk to the parser running on a blocking thread, and the
+    /// members it reads, chunk by chunk, to `writer`.
     async fn stream_body(
         &self,
         mut response: reqwest::Response,
         stored_last_modified: Option<i64>,
+        mut writer: Box<dyn CohortWriter>,
     ) -> Result<Download, CohortError> {
         let (tx, rx) = mpsc::channel::<Result<Bytes, String>>(CHUNKS_IN_FLIGHT);
+        let (members_tx, mut members_rx) = mpsc::channel::<Vec<String>>(MEMBER_CHUNKS_IN_FLIGHT);
         let limit = self.max_cohort_size;
         let parser = tokio::task::spawn_blocking(move || {
-            let mut sink = Collect {
-                members: Vec::new(),
-                limit,
-            };
+            let mut sink = Chunks::new(members_tx, limit);
             let reader = ChannelReader {
                 rx,
                 current: Bytes::new(),
             };
-            parse_cohort(reader, stored_last_modified, &mut sink).map(|p| (p, sink.members))
+            let parsed = parse_cohort(reader, stored_last_modified, &mut sink)?;
+            if matches!(parsed, Parsed::Cohort(_)) {
+                sink.flush().map_err(ParseError::Invalid)?;
+            }
+            Ok::<_, ParseError>(parsed)
         });
-        let mut transport_error = None;
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if tx.send(Ok(chunk)).await.is_err() {
-                        break; // the parser stopped early (short-circuit or bad body)
+        // Both run until the body ends; when one side stops early, dropping its channel end
+        // stops the parser, which stops the other side.
+        let pump = async move {
+            loop {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return None; // the parser stopped early (short-circuit or bad body)
+                        }
+                    }
+                    Ok(None) => return None,
+                    Err(e) => {
+                        let message = e.without_url().to_string();
+                        let _ = tx.send(Err(message.clone())).await;
+                        return Some(message);
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    let message = e.without_url().to_string();
-                    let _ = tx.send(Err(message.clone())).await;
-                    transport_error = Some(message);
-                    break;
-                }
             }
-        }
-        drop(tx);
+        };
+        let writing = &mut writer;
+        let store = async move {
+            // Owns the receiver: dropping it on an error stops the parser.
+            while let Some(members) = members_rx.recv().await {
+                writing.add(members).await?;
+            }
+            Ok::<_, StoreError>(())
+        };
+        let (transport_error, stored) = tokio::join!(pump, store);
         let parsed = parser
             .await
             .map_err(|e| CohortError::Transport(format!("parser stopped: {e}")))?;
+        // A store failure stops the parser too; report the cause.
+        stored?;
         if let Some(message) = transport_error {
             return Err(CohortError::Transport(message));
         }
         Ok(match parsed? {
-            (Parsed::NotModified, _) => Download::NotModified,
-            (Parsed::Cohort(header), members) => Download::Modified(Downloaded {
+            Parsed::NotModified => Download::NotModified,
+            Parsed::Cohort(header) => Download::Modified(Downloaded {
                 cohort_id: header.cohort_id,
                 group_type: header.group_type,
                 last_modified: header.last_modified,
-                members,
+                members_read: header.members_read,
+                writer,
             }),
         })
+    }
+}
+
+/// A [`MemberSink`] handing members to the async side in chunks of [`MEMBER_CHUNK`], refusing
+/// more than `limit` of them so a lying server cannot make the store take without end.
+struct Chunks {
+    chunk: Vec<String>,
+    tx: mpsc::Sender<Vec<String>>,
+    limit: u64,
+    read: u64,
+}
+
+impl Chunks {
+    fn new(tx: mpsc::Sender<Vec<String>>, limit: u64) -> Self {
+        Self {
+            chunk: Vec::new(),
+            tx,
+            limit,
+            read: 0,
+        }
+    }
+
+    /// Sends the members gathered so far (blocking while the store is behind).
+    fn flush(&mut self) -> Result<(), String> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::take(&mut self.chunk);
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| "the store stopped taking members".to_owned())
+    }
+}
+
+impl MemberSink for Chunks {
+    fn push(&mut self, member: String) -> Result<(), String> {
+        if self.read >= self.limit {
+            return Err(format!("more than {} members", self.limit));
+        }
+        self.read += 1;
+        if self.chunk.capacity() == 0 {
+            self.chunk.reserve_exact(MEMBER_CHUNK);
+        }
+        self.chunk.push(member);
+        if self.chunk.len() >= MEMBER_CHUNK {
+            self.flush()?;
+        }
+        Ok(())
     }
 }
 
