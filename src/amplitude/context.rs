@@ -3,9 +3,7 @@
 //! `{"user_id":..,"groups":{"org":["acme"]},"group_properties":{"org":{"acme":{..}}},..}`
 //! becomes `{"user":{"user_id":..,..},"groups":{"org":{"group_name":"acme","group_properties":{..}}}}`.
 
-use indexmap::IndexMap;
-
-use crate::amplitude::engine::Value;
+use crate::amplitude::engine::{map_with_capacity, Map, Value};
 
 /// Builds the evaluation context from a user object. An empty user gives `{}` (no `user` key),
 /// as the reference does.
@@ -14,8 +12,8 @@ use crate::amplitude::engine::Value;
 /// `group_properties[type][name]` and `group_cohort_ids[type][name]` are attached to the group
 /// when they are non-empty. `groups`, `group_properties` and `group_cohort_ids` are removed from
 /// the user, the rest of the user is kept verbatim.
-pub fn user_to_context(mut user: IndexMap<String, Value>) -> Value {
-    let mut context = IndexMap::with_capacity(2);
+pub fn user_to_context(mut user: Map) -> Value {
+    let mut context = map_with_capacity(2);
     if user.is_empty() {
         return Value::Object(context);
     }
@@ -39,16 +37,16 @@ fn build_groups(
     groups: &Value,
     mut properties: Option<Value>,
     mut cohort_ids: Option<Value>,
-) -> IndexMap<String, Value> {
+) -> Map {
     let Value::Object(groups) = groups else {
-        return IndexMap::new();
+        return Map::default();
     };
-    let mut built = IndexMap::with_capacity(groups.len());
+    let mut built = map_with_capacity(groups.len());
     for (group_type, names) in groups {
         let Some(name) = first_group_name(names) else {
             continue;
         };
-        let mut node = IndexMap::with_capacity(3);
+        let mut node = map_with_capacity(3);
         node.insert("group_name".to_owned(), Value::String(name.to_owned()));
         if let Some(props) = take(&mut properties, group_type, name).filter(non_empty_object) {
             node.insert("group_properties".to_owned(), props);
@@ -97,7 +95,7 @@ fn non_empty_array(value: &Value) -> bool {
 mod tests {
     use super::*;
 
-    fn object(json: &str) -> IndexMap<String, Value> {
+    fn object(json: &str) -> Map {
         match Value::from_json_slice(json.as_bytes()).unwrap() {
             Value::Object(map) => map,
             other => panic!("not an object: {other:?}"),

@@ -8,10 +8,9 @@ use axum::http::{header, HeaderMap};
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
-use indexmap::IndexMap;
 
 use super::error::ApiError;
-use crate::amplitude::engine::Value;
+use crate::amplitude::engine::{Map, Value};
 
 /// Header carrying the base64 JSON user on GET requests.
 pub const USER_HEADER: &str = "x-amp-exp-user";
@@ -76,7 +75,7 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Parses a JSON object (the user); anything else is a 400 naming `what`.
-pub fn parse_user_object(bytes: &[u8], what: &str) -> Result<IndexMap<String, Value>, ApiError> {
+pub fn parse_user_object(bytes: &[u8], what: &str) -> Result<Map, ApiError> {
     match Value::from_json_slice(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::bad_request(format!(
@@ -90,10 +89,7 @@ pub fn parse_user_object(bytes: &[u8], what: &str) -> Result<IndexMap<String, Va
 
 /// The user of a GET request: `X-Amp-Exp-User` if present, else the `context` query parameter,
 /// then `user_id` and `device_id` query parameters override those fields.
-pub fn user_from_get(
-    headers: &HeaderMap,
-    query: &Query,
-) -> Result<IndexMap<String, Value>, ApiError> {
+pub fn user_from_get(headers: &HeaderMap, query: &Query) -> Result<Map, ApiError> {
     let mut user = match headers.get(USER_HEADER) {
         Some(value) => {
             let text = value
@@ -105,7 +101,7 @@ pub fn user_from_get(
         }
         None => match query.first("context") {
             Some(context) => parse_user_object(context.as_bytes(), "query parameter context")?,
-            None => IndexMap::new(),
+            None => Map::default(),
         },
     };
     for field in ["user_id", "device_id"] {

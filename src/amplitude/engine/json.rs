@@ -11,9 +11,7 @@
 
 use std::borrow::Cow;
 
-use indexmap::IndexMap;
-
-use super::value::{classify_number, Value};
+use super::value::{classify_number, map_with_capacity, Map, Value};
 
 /// Maximum nesting of arrays/objects; deeper input is rejected so hostile input cannot overflow the stack.
 pub const MAX_DEPTH: usize = 128;
@@ -198,7 +196,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Entries go on `scratch` above `base` and become one exactly-sized map at `}`. Duplicate
-    /// keys: `IndexMap::insert` keeps the first position and the last value, as [`Value`] says.
+    /// keys: `Map::insert` keeps the first position and the last value, as [`Value`] says.
     fn object_direct(&mut self, depth: usize, scratch: &mut Scratch) -> Result<Value, JsonError> {
         if depth > MAX_DEPTH {
             return Err(self.err("nesting too deep"));
@@ -208,7 +206,7 @@ impl<'a> Reader<'a> {
         self.ws();
         if self.b.get(self.i) == Some(&b'}') {
             self.i += 1;
-            return Ok(Value::Object(IndexMap::new()));
+            return Ok(Value::Object(Map::default()));
         }
         loop {
             self.ws();
@@ -229,7 +227,7 @@ impl<'a> Reader<'a> {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
                     self.i += 1;
-                    let mut map = IndexMap::with_capacity(scratch.len() - base);
+                    let mut map = map_with_capacity(scratch.len() - base);
                     map.extend(scratch.drain(base..));
                     return Ok(Value::Object(map));
                 }
