@@ -185,7 +185,9 @@ fn evaluate(
                 format!("flag configuration error: {error}"),
             )
         })?;
-    let mut body = Vec::with_capacity(64 * results.len() + 2);
+    // Empty: `write_json` reserves the exact size (a guess here would be one more allocation
+    // and a reallocation).
+    let mut body = Vec::new();
     results.write_json(&mut body, flavor == Flavor::V1);
     if let Some(tracker) = state.tracker.as_ref().filter(|_| track.tracks()) {
         track_assignment(tracker, snapshot, headers, &flag_keys, context, results);
