@@ -21,7 +21,6 @@ pub fn user_to_context(mut user: Map) -> Value {
     let properties = user.shift_remove("group_properties");
     let cohort_ids = user.shift_remove("group_cohort_ids");
     let groups = groups
-        .as_ref()
         .map(|g| build_groups(g, properties, cohort_ids))
         .unwrap_or_default();
     context.insert("user".to_owned(), Value::Object(user));
@@ -31,10 +30,10 @@ pub fn user_to_context(mut user: Map) -> Value {
     Value::Object(context)
 }
 
-/// `properties` and `cohort_ids` are taken by value so their entries can be moved into the
-/// context rather than cloned (they are per-request data).
+/// Everything is taken by value so that group types, names, properties and cohort ids are
+/// moved into the context rather than copied (they are per-request data).
 fn build_groups(
-    groups: &Value,
+    groups: Value,
     mut properties: Option<Value>,
     mut cohort_ids: Option<Value>,
 ) -> Map {
@@ -43,20 +42,34 @@ fn build_groups(
     };
     let mut built = map_with_capacity(groups.len());
     for (group_type, names) in groups {
-        let Some(name) = first_group_name(names) else {
+        let Some(name) = into_first_group_name(names) else {
             continue;
         };
+        let props = take(&mut properties, &group_type, &name).filter(non_empty_object);
+        let ids = take(&mut cohort_ids, &group_type, &name).filter(non_empty_array);
         let mut node = map_with_capacity(3);
-        node.insert("group_name".to_owned(), Value::String(name.to_owned()));
-        if let Some(props) = take(&mut properties, group_type, name).filter(non_empty_object) {
+        node.insert("group_name".to_owned(), Value::String(name));
+        if let Some(props) = props {
             node.insert("group_properties".to_owned(), props);
         }
-        if let Some(ids) = take(&mut cohort_ids, group_type, name).filter(non_empty_array) {
+        if let Some(ids) = ids {
             node.insert("cohort_ids".to_owned(), ids);
         }
-        built.insert(group_type.clone(), Value::Object(node));
+        built.insert(group_type, Value::Object(node));
     }
     built
+}
+
+/// [`first_group_name`], moving the name out.
+fn into_first_group_name(names: Value) -> Option<String> {
+    match names {
+        Value::String(name) => Some(name),
+        Value::Array(names) => match names.into_iter().next() {
+            Some(Value::String(name)) => Some(name),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// SDKs send `{"type": ["name", ..]}`; a bare string is accepted as the one name.

@@ -378,6 +378,28 @@ mod tests {
         assert!(Value::from_json_slice(ok.as_bytes()).is_ok());
     }
 
+    /// The parser's entry stack is kept per thread: a document that fails half-way must not
+    /// leave entries behind for the next one.
+    #[test]
+    fn a_failed_parse_leaves_nothing_for_the_next() {
+        for bad in [r#"{"a":{"b":1,"c":[{"d":2,"#, r#"{"x":1,"y":{"z":tru}}"#] {
+            assert!(Value::from_json_slice(bad.as_bytes()).is_err());
+            let v = Value::from_json_slice(br#"{"e":{"f":3},"g":4}"#).unwrap();
+            assert_eq!(v.to_json_string(), r#"{"e":{"f":3},"g":4}"#);
+        }
+        // A document with more entries than the kept capacity parses the same.
+        let big: Vec<String> = (0..600).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let doc = format!("{{{}}}", big.join(","));
+        let v = Value::from_json_slice(doc.as_bytes()).unwrap();
+        assert_eq!(v.to_json_string(), doc);
+        assert_eq!(
+            Value::from_json_slice(br#"{"h":[]}"#)
+                .unwrap()
+                .to_json_string(),
+            r#"{"h":[]}"#
+        );
+    }
+
     #[test]
     fn duplicate_keys_last_wins_first_position() {
         let v = Value::from_json_slice(br#"{"a":1,"b":2,"a":3}"#).unwrap();
