@@ -15,6 +15,7 @@ Environment knobs (all optional):
                      "GET /sdk/v2/flags,POST /sdk/v2/vardata" (default: all five)
   BENCH_STARTUPS     start-up repetitions for examples/local.yaml (default 10)
   BENCH_PROXY_BIN    proxy binary to measure (default target/release/evaluation-proxy), for A/B runs
+  BENCH_PORT_BASE    proxy port (default 18546); metrics and ceiling ports follow it
 """
 import base64
 import datetime
@@ -35,9 +36,12 @@ PROXY = Path(os.environ.get("BENCH_PROXY_BIN", ROOT / "target" / "release" / "ev
 CEILING = ROOT / "target" / "release" / "bench-ceiling"
 LUA = ROOT / "bench" / "request.lua"
 KEY = "client-local-example-deployment"
-PROXY_PORT = 18546
-METRICS_PORT = 18590
-CEILING_BASE_PORT = 18600
+# BENCH_PORT_BASE moves all three (proxy, metrics = +44, ceilings = +54..), so that two
+# benchmarks on one machine cannot answer each other's requests.
+PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "18546"))
+PROXY_PORT = PORT_BASE
+METRICS_PORT = PORT_BASE + 44
+CEILING_BASE_PORT = PORT_BASE + 54
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

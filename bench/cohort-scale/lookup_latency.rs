@@ -21,9 +21,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use evaluation_proxy::amplitude::cohort::Cohorts;
-use evaluation_proxy::amplitude::engine::{parse_flags, CompiledFlags, Value};
+use evaluation_proxy::amplitude::engine::{parse_flags, CompiledFlags, Map, Value};
 use evaluation_proxy::store::{RedisSettings, RedisStore, Store};
-use indexmap::IndexMap;
 
 const COHORT_FLAG: &str = r#"[{"key":"f","variants":{"on":{"key":"on"}},"segments":[{"conditions":[[{"selector":["context","user","cohort_ids"],"op":"set contains any","values":["big"]}]],"variant":"on"}]}]"#;
 const PLAIN_FLAG: &str = r#"[{"key":"f","variants":{"on":{"key":"on"}},"segments":[{"conditions":[[{"selector":["context","user","user_id"],"op":"is","values":["x"]}]],"variant":"on"}]}]"#;
@@ -52,7 +51,7 @@ async fn measure(
         // A spread of members (even i) and non-members (odd i, ids beyond the cohort).
         let n = (i as u64).wrapping_mul(2_654_435_761) % size.max(1);
         let id = if i % 2 == 0 { n } else { size + 1_000_000 + n };
-        let mut user = IndexMap::new();
+        let mut user = Map::default();
         user.insert("user_id".to_owned(), Value::String(format!("user-{id}")));
         let start = Instant::now();
         cohorts.enrich(flags, &mut user).await?;

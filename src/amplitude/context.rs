@@ -3,9 +3,7 @@
 //! `{"user_id":..,"groups":{"org":["acme"]},"group_properties":{"org":{"acme":{..}}},..}`
 //! becomes `{"user":{"user_id":..,..},"groups":{"org":{"group_name":"acme","group_properties":{..}}}}`.
 
-use indexmap::IndexMap;
-
-use crate::amplitude::engine::Value;
+use crate::amplitude::engine::{map_with_capacity, Map, Value};
 
 /// Builds the evaluation context from a user object. An empty user gives `{}` (no `user` key),
 /// as the reference does.
@@ -14,8 +12,8 @@ use crate::amplitude::engine::Value;
 /// `group_properties[type][name]` and `group_cohort_ids[type][name]` are attached to the group
 /// when they are non-empty. `groups`, `group_properties` and `group_cohort_ids` are removed from
 /// the user, the rest of the user is kept verbatim.
-pub fn user_to_context(mut user: IndexMap<String, Value>) -> Value {
-    let mut context = IndexMap::with_capacity(2);
+pub fn user_to_context(mut user: Map) -> Value {
+    let mut context = map_with_capacity(2);
     if user.is_empty() {
         return Value::Object(context);
     }
@@ -23,7 +21,6 @@ pub fn user_to_context(mut user: IndexMap<String, Value>) -> Value {
     let properties = user.shift_remove("group_properties");
     let cohort_ids = user.shift_remove("group_cohort_ids");
     let groups = groups
-        .as_ref()
         .map(|g| build_groups(g, properties, cohort_ids))
         .unwrap_or_default();
     context.insert("user".to_owned(), Value::Object(user));
@@ -33,32 +30,46 @@ pub fn user_to_context(mut user: IndexMap<String, Value>) -> Value {
     Value::Object(context)
 }
 
-/// `properties` and `cohort_ids` are taken by value so their entries can be moved into the
-/// context rather than cloned (they are per-request data).
+/// Everything is taken by value so that group types, names, properties and cohort ids are
+/// moved into the context rather than copied (they are per-request data).
 fn build_groups(
-    groups: &Value,
+    groups: Value,
     mut properties: Option<Value>,
     mut cohort_ids: Option<Value>,
-) -> IndexMap<String, Value> {
+) -> Map {
     let Value::Object(groups) = groups else {
-        return IndexMap::new();
+        return Map::default();
     };
-    let mut built = IndexMap::with_capacity(groups.len());
+    let mut built = map_with_capacity(groups.len());
     for (group_type, names) in groups {
-        let Some(name) = first_group_name(names) else {
+        let Some(name) = into_first_group_name(names) else {
             continue;
         };
-        let mut node = IndexMap::with_capacity(3);
-        node.insert("group_name".to_owned(), Value::String(name.to_owned()));
-        if let Some(props) = take(&mut properties, group_type, name).filter(non_empty_object) {
+        let props = take(&mut properties, &group_type, &name).filter(non_empty_object);
+        let ids = take(&mut cohort_ids, &group_type, &name).filter(non_empty_array);
+        let mut node = map_with_capacity(3);
+        node.insert("group_name".to_owned(), Value::String(name));
+        if let Some(props) = props {
             node.insert("group_properties".to_owned(), props);
         }
-        if let Some(ids) = take(&mut cohort_ids, group_type, name).filter(non_empty_array) {
+        if let Some(ids) = ids {
             node.insert("cohort_ids".to_owned(), ids);
         }
-        built.insert(group_type.clone(), Value::Object(node));
+        built.insert(group_type, Value::Object(node));
     }
     built
+}
+
+/// [`first_group_name`], moving the name out.
+fn into_first_group_name(names: Value) -> Option<String> {
+    match names {
+        Value::String(name) => Some(name),
+        Value::Array(names) => match names.into_iter().next() {
+            Some(Value::String(name)) => Some(name),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// SDKs send `{"type": ["name", ..]}`; a bare string is accepted as the one name.
@@ -97,7 +108,7 @@ fn non_empty_array(value: &Value) -> bool {
 mod tests {
     use super::*;
 
-    fn object(json: &str) -> IndexMap<String, Value> {
+    fn object(json: &str) -> Map {
         match Value::from_json_slice(json.as_bytes()).unwrap() {
             Value::Object(map) => map,
             other => panic!("not an object: {other:?}"),

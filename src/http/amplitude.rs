@@ -7,14 +7,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use indexmap::IndexMap;
 
 use super::error::ApiError;
 use super::request::{self, Query, TrackMode};
 use super::AppState;
 use crate::amplitude::assignment::Tracker;
 use crate::amplitude::context::user_to_context;
-use crate::amplitude::engine::{EvaluationResults, Value};
+use crate::amplitude::engine::{EvaluationResults, Map, Value};
 use crate::amplitude::registry::{DeploymentSnapshot, Lookup};
 use crate::metrics as m;
 
@@ -147,7 +146,7 @@ async fn evaluate_post(
 async fn enrich(
     state: &AppState,
     snapshot: &DeploymentSnapshot,
-    user: &mut IndexMap<String, Value>,
+    user: &mut Map,
 ) -> Result<(), ApiError> {
     state
         .cohorts
@@ -168,7 +167,7 @@ fn evaluate(
     snapshot: &DeploymentSnapshot,
     headers: &HeaderMap,
     query: &Query,
-    user: IndexMap<String, Value>,
+    user: Map,
     flavor: Flavor,
 ) -> Result<Response, ApiError> {
     let flag_keys = request::flag_keys(headers, query)?;
@@ -186,7 +185,9 @@ fn evaluate(
                 format!("flag configuration error: {error}"),
             )
         })?;
-    let mut body = Vec::with_capacity(64 * results.len() + 2);
+    // Empty: `write_json` reserves the exact size (a guess here would be one more allocation
+    // and a reallocation).
+    let mut body = Vec::new();
     results.write_json(&mut body, flavor == Flavor::V1);
     if let Some(tracker) = state.tracker.as_ref().filter(|_| track.tracks()) {
         track_assignment(tracker, snapshot, headers, &flag_keys, context, results);

@@ -16,10 +16,8 @@ pub mod upstream;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use indexmap::IndexMap;
-
 use crate::amplitude::context::first_group_name;
-use crate::amplitude::engine::{CompiledFlags, Value};
+use crate::amplitude::engine::{CompiledFlags, Map, Value};
 use crate::amplitude::registry::Registry;
 use crate::metrics::mask_key;
 use crate::store::{Store, StoreError};
@@ -139,11 +137,7 @@ impl Cohorts {
     ///   any the client sent);
     /// - a group type targeted and named in `groups`: `group_cohort_ids[type][name]` = the
     ///   group's cohorts, which the context builder attaches to the group.
-    pub async fn enrich(
-        &self,
-        flags: &CompiledFlags,
-        user: &mut IndexMap<String, Value>,
-    ) -> Result<(), StoreError> {
+    pub async fn enrich(&self, flags: &CompiledFlags, user: &mut Map) -> Result<(), StoreError> {
         let targeted = flags.cohort_ids_by_group_type();
         if targeted.is_empty() {
             return Ok(());
@@ -187,24 +181,19 @@ fn string_array(ids: Vec<String>) -> Value {
 }
 
 /// `user.group_cohort_ids[group_type][name] = ids`, creating (or replacing non-object) levels.
-fn set_group_cohorts(
-    user: &mut IndexMap<String, Value>,
-    group_type: String,
-    name: String,
-    ids: Value,
-) {
+fn set_group_cohorts(user: &mut Map, group_type: String, name: String, ids: Value) {
     let all = user
         .entry("group_cohort_ids".to_owned())
-        .or_insert_with(|| Value::Object(IndexMap::new()));
+        .or_insert_with(|| Value::Object(Map::default()));
     if !matches!(all, Value::Object(_)) {
-        *all = Value::Object(IndexMap::new());
+        *all = Value::Object(Map::default());
     }
     let Value::Object(all) = all else { return };
     let of_type = all
         .entry(group_type)
-        .or_insert_with(|| Value::Object(IndexMap::new()));
+        .or_insert_with(|| Value::Object(Map::default()));
     if !matches!(of_type, Value::Object(_)) {
-        *of_type = Value::Object(IndexMap::new());
+        *of_type = Value::Object(Map::default());
     }
     if let Value::Object(of_type) = of_type {
         of_type.insert(name, ids);
@@ -257,7 +246,7 @@ mod tests {
         Cohorts::new(store, Vec::new())
     }
 
-    fn user(json: &str) -> IndexMap<String, Value> {
+    fn user(json: &str) -> Map {
         match Value::from_json_slice(json.as_bytes()).unwrap() {
             Value::Object(map) => map,
             other => panic!("{other:?}"),

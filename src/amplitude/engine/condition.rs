@@ -6,13 +6,11 @@ use std::cell::OnceCell;
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
-use indexmap::IndexMap;
-
 use super::java;
 use super::model::Condition;
 use super::regex_java::JavaRegex;
 use super::semver::SemanticVersion;
-use super::value::{coerce_string, coerced_strings, parse_string_list, Value};
+use super::value::{coerce_string, coerced_strings, parse_string_list, Map, Value};
 
 /// The 20 operators (spec §7) plus `Unknown`, which never matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +129,7 @@ pub enum Selected<'a> {
     /// A result variant's key.
     Str(&'a str),
     /// A result variant's merged metadata.
-    Map(&'a IndexMap<String, Value>),
+    Map(&'a Map),
 }
 
 /// A condition with everything precomputed from its filter values.

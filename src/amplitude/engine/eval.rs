@@ -3,13 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 
-use indexmap::IndexMap;
-
 use super::condition::{str_eq, CompiledCondition, Op, PropView, RegexError, Selected};
 use super::model::{Flag, Segment};
 use super::murmur::MurmurPrefix;
 use super::topo::{sort_indices, CycleError};
-use super::value::{coerce_string, write_json_object, write_json_string, Value};
+use super::value::{coerce_string, write_json_object, write_json_string, Map, Value};
 use crate::amplitude::assignment::event::TableParts;
 
 /// Why an evaluation was aborted (spec §12); no partial results are returned.
@@ -45,7 +43,7 @@ pub struct EvaluatedVariant {
     key: String,
     value: Option<Value>,
     payload: Option<Value>,
-    metadata: Option<IndexMap<String, Value>>,
+    metadata: Option<Map>,
     /// `{"key":..,"value"?:..,"payload"?:..,"metadata"?:{..}}`, precomputed.
     json: Box<[u8]>,
     /// Whether the v1 endpoints drop this result.
@@ -68,7 +66,7 @@ impl EvaluatedVariant {
         key: String,
         value: Option<Value>,
         payload: Option<Value>,
-        metadata: Option<IndexMap<String, Value>>,
+        metadata: Option<Map>,
     ) -> Self {
         let value = value.filter(|v| !v.is_null());
         let payload = payload.filter(|v| !v.is_null());
@@ -118,7 +116,7 @@ impl EvaluatedVariant {
     }
 
     /// Flag < segment < variant metadata; `None` when the merge is empty.
-    pub fn metadata(&self) -> Option<&IndexMap<String, Value>> {
+    pub fn metadata(&self) -> Option<&Map> {
         self.metadata.as_ref()
     }
 
@@ -365,7 +363,7 @@ fn descend<'a>(start: &'a Value, path: &[String]) -> Option<&'a Value> {
 const LINEAR_LOOKUP_MAX: usize = 32;
 
 /// `map.get(key)`, scanning small maps instead of hashing (keys are unique, same result).
-fn lookup<'a>(map: &'a IndexMap<String, Value>, key: &str) -> Option<&'a Value> {
+fn lookup<'a>(map: &'a Map, key: &str) -> Option<&'a Value> {
     if map.len() <= LINEAR_LOOKUP_MAX {
         map.iter().find(|(k, _)| str_eq(k, key)).map(|(_, v)| v)
     } else {
@@ -550,8 +548,8 @@ fn range_of(r: &[i32]) -> Option<(i32, i32)> {
     }
 }
 
-fn merge_metadata(parts: [Option<&IndexMap<String, Value>>; 3]) -> Option<IndexMap<String, Value>> {
-    let mut out = IndexMap::new();
+fn merge_metadata(parts: [Option<&Map>; 3]) -> Option<Map> {
+    let mut out = Map::default();
     for m in parts.into_iter().flatten() {
         for (k, v) in m {
             out.insert(k.clone(), v.clone());
@@ -948,7 +946,7 @@ mod tests {
 
     #[test]
     fn precomputed_json_matches_fields() {
-        let mut meta = IndexMap::new();
+        let mut meta = Map::default();
         meta.insert("default".to_owned(), Value::Bool(true));
         let v = EvaluatedVariant::new(
             "on".to_owned(),
@@ -970,7 +968,7 @@ mod tests {
     #[test]
     fn lookup_agrees_with_get_for_small_and_large_maps() {
         for size in [0, 1, LINEAR_LOOKUP_MAX, LINEAR_LOOKUP_MAX + 1, 40] {
-            let map: IndexMap<String, Value> = (0..size)
+            let map: Map = (0..size)
                 .map(|i| (format!("k{i}"), Value::Int(i as i64)))
                 .collect();
             for i in 0..size + 2 {

@@ -10,10 +10,9 @@
 //! spellings such as `01` or `1.`). Unquoted words other than `true`/`false`/`null` are rejected.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 
-use indexmap::IndexMap;
-
-use super::value::{classify_number, Value};
+use super::value::{classify_number, map_with_capacity, Map, Value};
 
 /// Maximum nesting of arrays/objects; deeper input is rejected so hostile input cannot overflow the stack.
 pub const MAX_DEPTH: usize = 128;
@@ -76,15 +75,32 @@ pub fn parse_lenient(bytes: &[u8]) -> Result<Node<'_>, JsonError> {
 /// once, at its final size.
 pub fn parse_value(bytes: &[u8]) -> Result<Value, JsonError> {
     let mut r = Reader::new(bytes, false)?;
-    let mut scratch = Vec::new();
+    // `try_with`: no panic if called while the thread's locals are being torn down.
+    let mut scratch = SCRATCH.try_with(Cell::take).unwrap_or_default();
     r.ws();
-    let value = r.value_direct(0, &mut scratch)?;
+    let value = r.value_direct(0, &mut scratch);
+    // Entries of objects left open by an error are dropped here.
+    scratch.clear();
+    if scratch.capacity() <= SCRATCH_KEEP {
+        let _ = SCRATCH.try_with(|cell| cell.set(scratch));
+    }
+    let value = value?;
     r.ws();
     if r.i != r.b.len() {
         return Err(r.err("trailing characters"));
     }
     Ok(value)
 }
+
+thread_local! {
+    /// [`parse_value`]'s entry stack, kept per thread between calls: growing a new one for
+    /// every request context cost four allocations and copies (~2k instructions).
+    static SCRATCH: Cell<Scratch> = const { Cell::new(Vec::new()) };
+}
+
+/// Largest scratch capacity (entries) kept between calls; a bigger one (a huge document) is
+/// freed rather than held by the thread.
+const SCRATCH_KEEP: usize = 256;
 
 fn parse_with(bytes: &[u8], lenient: bool) -> Result<Node<'_>, JsonError> {
     let mut r = Reader::new(bytes, lenient)?;
@@ -198,7 +214,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Entries go on `scratch` above `base` and become one exactly-sized map at `}`. Duplicate
-    /// keys: `IndexMap::insert` keeps the first position and the last value, as [`Value`] says.
+    /// keys: `Map::insert` keeps the first position and the last value, as [`Value`] says.
     fn object_direct(&mut self, depth: usize, scratch: &mut Scratch) -> Result<Value, JsonError> {
         if depth > MAX_DEPTH {
             return Err(self.err("nesting too deep"));
@@ -208,7 +224,7 @@ impl<'a> Reader<'a> {
         self.ws();
         if self.b.get(self.i) == Some(&b'}') {
             self.i += 1;
-            return Ok(Value::Object(IndexMap::new()));
+            return Ok(Value::Object(Map::default()));
         }
         loop {
             self.ws();
@@ -229,7 +245,7 @@ impl<'a> Reader<'a> {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
                     self.i += 1;
-                    let mut map = IndexMap::with_capacity(scratch.len() - base);
+                    let mut map = map_with_capacity(scratch.len() - base);
                     map.extend(scratch.drain(base..));
                     return Ok(Value::Object(map));
                 }

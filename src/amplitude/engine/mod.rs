@@ -42,8 +42,8 @@ pub use partial::{always_false, always_true, partial_evaluate, partial_evaluate_
 pub use regex_java::JavaRegex;
 pub use topo::{sort_indices, topological_sort, CycleError};
 pub use value::{
-    classify_number, coerce_string, coerce_string_list, escape_json_into, parse_string_list,
-    JsonError, Value,
+    classify_number, coerce_string, coerce_string_list, escape_json_into, map_with_capacity,
+    parse_string_list, JsonError, Map, MapHasher, Value,
 };
 
 /// Resolves a selector against a context-only target `{"context": context}` (spec §5): the first

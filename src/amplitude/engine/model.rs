@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use super::java;
 use super::json::{self, Node};
-use super::value::Value;
+use super::value::{Map, Value};
 
 /// Why a flags document could not be decoded.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -47,7 +47,7 @@ pub struct Flag {
     /// Dependency keys (deduped, ordered); empty when absent.
     pub dependencies: Vec<String>,
     /// Flag metadata.
-    pub metadata: Option<IndexMap<String, Value>>,
+    pub metadata: Option<Map>,
     raw: Box<RawValue>,
 }
 
@@ -76,7 +76,7 @@ pub struct Variant {
     pub payload: Option<Value>,
     /// Metadata.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<IndexMap<String, Value>>,
+    pub metadata: Option<Map>,
 }
 
 /// A segment (spec §2.4).
@@ -93,7 +93,7 @@ pub struct Segment {
     pub variant: Option<String>,
     /// Segment metadata.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<IndexMap<String, Value>>,
+    pub metadata: Option<Map>,
 }
 
 /// A condition (spec §2.5).
@@ -288,11 +288,7 @@ impl Decoder {
         }
     }
 
-    fn metadata(
-        &self,
-        n: &Node<'_>,
-        key: &str,
-    ) -> Result<Option<IndexMap<String, Value>>, FlagParseError> {
+    fn metadata(&self, n: &Node<'_>, key: &str) -> Result<Option<Map>, FlagParseError> {
         match self.free(self.optional(n, key), key)? {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(m)),

@@ -9,6 +9,23 @@ use super::json::{self, Node};
 
 pub use super::json::JsonError;
 
+/// The map inside [`Value::Object`]: insertion-ordered, keys hashed with [`MapHasher`].
+///
+/// Why not `IndexMap`'s default SipHash: every request parses the user into these maps (one
+/// hash per key) and looks keys up while building the context, and SipHash was ~9% of a
+/// vardata request's instructions. Order, equality and output are the same with any hasher.
+pub type Map = IndexMap<String, Value, MapHasher>;
+
+/// The hasher of [`Map`]: foldhash, randomly seeded (a process-wide random seed plus a
+/// per-map seed), so keys chosen by clients cannot be aimed at one bucket ahead of time.
+pub type MapHasher = foldhash::fast::RandomState;
+
+/// An empty [`Map`] with room for `capacity` entries (`IndexMap::with_capacity` exists only for
+/// the default hasher).
+pub fn map_with_capacity(capacity: usize) -> Map {
+    Map::with_capacity_and_hasher(capacity, MapHasher::default())
+}
+
 /// A free-form JSON value with Kotlin's number kinds (`Int` covers int32 and int64, same string form).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub enum Value {
@@ -26,7 +43,7 @@ pub enum Value {
     /// An array.
     Array(Vec<Value>),
     /// An insertion-ordered object (duplicate keys: last value wins, first position kept).
-    Object(IndexMap<String, Value>),
+    Object(Map),
 }
 
 /// Classifies a raw number token the way kotlinx does (spec §3); `None` means "not a number".
@@ -66,7 +83,7 @@ impl Value {
                     .collect::<Result<_, _>>()?,
             ),
             Node::Object(entries) => {
-                let mut map = IndexMap::with_capacity(entries.len());
+                let mut map = map_with_capacity(entries.len());
                 for (k, v) in entries {
                     map.insert(k.to_string(), Value::from_node(v)?);
                 }
@@ -124,7 +141,7 @@ impl Value {
 }
 
 /// Writes an object as compact JSON (spec §4.3).
-pub fn write_json_object(map: &IndexMap<String, Value>, out: &mut Vec<u8>) {
+pub fn write_json_object(map: &Map, out: &mut Vec<u8>) {
     out.push(b'{');
     for (i, (k, v)) in map.iter().enumerate() {
         if i > 0 {
@@ -233,7 +250,7 @@ fn lenient_value(node: &Node<'_>) -> Value {
         }
         Node::Array(items) => Value::Array(items.iter().map(lenient_value).collect()),
         Node::Object(entries) => {
-            let mut map = IndexMap::with_capacity(entries.len());
+            let mut map = map_with_capacity(entries.len());
             for (k, v) in entries {
                 map.insert(k.to_string(), lenient_value(v));
             }
@@ -359,6 +376,28 @@ mod tests {
         assert!(Value::from_json_slice(deep.as_bytes()).is_err());
         let ok = format!("{}{}", "[".repeat(100), "]".repeat(100));
         assert!(Value::from_json_slice(ok.as_bytes()).is_ok());
+    }
+
+    /// The parser's entry stack is kept per thread: a document that fails half-way must not
+    /// leave entries behind for the next one.
+    #[test]
+    fn a_failed_parse_leaves_nothing_for_the_next() {
+        for bad in [r#"{"a":{"b":1,"c":[{"d":2,"#, r#"{"x":1,"y":{"z":tru}}"#] {
+            assert!(Value::from_json_slice(bad.as_bytes()).is_err());
+            let v = Value::from_json_slice(br#"{"e":{"f":3},"g":4}"#).unwrap();
+            assert_eq!(v.to_json_string(), r#"{"e":{"f":3},"g":4}"#);
+        }
+        // A document with more entries than the kept capacity parses the same.
+        let big: Vec<String> = (0..600).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let doc = format!("{{{}}}", big.join(","));
+        let v = Value::from_json_slice(doc.as_bytes()).unwrap();
+        assert_eq!(v.to_json_string(), doc);
+        assert_eq!(
+            Value::from_json_slice(br#"{"h":[]}"#)
+                .unwrap()
+                .to_json_string(),
+            r#"{"h":[]}"#
+        );
     }
 
     #[test]
