@@ -9,6 +9,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use evaluation_proxy::config::{Config, LogFormat};
 
+/// mimalloc instead of glibc malloc. A request allocates ~80 small blocks (the user's keys and
+/// strings); with tracking on they are freed by the tracking worker on another thread, which
+/// glibc serves through a lock on the allocating thread's arena. See BENCHMARKS.md ("Allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     version,
