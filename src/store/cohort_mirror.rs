@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::redis::Inner;
 use super::sorted_members::{SortedMembers, SortedMembersBuilder};
-use super::{CohortDescription, StoreError};
+use super::StoreError;
 
 /// Pause before reading a cohort again after a failed read.
 const RETRY_PAUSE: Duration = Duration::from_millis(200);
@@ -320,7 +320,7 @@ async fn pause_and_retry(mirror: &CohortMirror, cohort_id: &str, cancel: &Cancel
 
 /// The stored version of a cohort, or `None` when none is stored or it changed during the read.
 async fn read_cohort(inner: &Inner, cohort_id: &str) -> Result<Option<MirroredCohort>, StoreError> {
-    let Some(before) = description(inner, cohort_id).await? else {
+    let Some(before) = inner.cohort_description(cohort_id).await? else {
         return Ok(None);
     };
     let key = inner.keys.cohort_members(cohort_id);
@@ -336,7 +336,7 @@ async fn read_cohort(inner: &Inner, cohort_id: &str) -> Result<Option<MirroredCo
         }
         cursor = next;
     }
-    if description(inner, cohort_id).await?.as_ref() != Some(&before) {
+    if inner.cohort_description(cohort_id).await?.as_ref() != Some(&before) {
         return Ok(None);
     }
     let members = tokio::task::spawn_blocking(move || builder.finish())
@@ -348,16 +348,6 @@ async fn read_cohort(inner: &Inner, cohort_id: &str) -> Result<Option<MirroredCo
         last_modified: before.last_modified,
         members,
     }))
-}
-
-async fn description(
-    inner: &Inner,
-    cohort_id: &str,
-) -> Result<Option<CohortDescription>, StoreError> {
-    let key = inner.keys.cohort_description(cohort_id);
-    let json: Option<String> = inner.query(redis::cmd("GET").arg(&key)).await?;
-    json.map(|json| inner.description_from(&key, &json))
-        .transpose()
 }
 
 #[cfg(test)]

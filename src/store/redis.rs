@@ -638,6 +638,17 @@ impl Inner {
         }
     }
 
+    /// The stored description of `cohort_id` (the write path, the mirror and `get_cohort`).
+    pub(crate) async fn cohort_description(
+        &self,
+        cohort_id: &str,
+    ) -> Result<Option<CohortDescription>, StoreError> {
+        let key = self.keys.cohort_description(cohort_id);
+        let json: Option<String> = self.query(redis::cmd("GET").arg(&key)).await?;
+        json.map(|json| self.description_from(&key, &json))
+            .transpose()
+    }
+
     pub(crate) fn description_from(
         &self,
         key: &str,
@@ -1098,10 +1109,7 @@ impl Store for RedisStore {
     }
 
     async fn get_cohort(&self, cohort_id: &str) -> Result<Option<CohortDescription>, StoreError> {
-        let key = self.inner.keys.cohort_description(cohort_id);
-        let json: Option<String> = self.inner.query(redis::cmd("GET").arg(&key)).await?;
-        json.map(|json| self.inner.description_from(&key, &json))
-            .transpose()
+        self.inner.cohort_description(cohort_id).await
     }
 
     async fn list_cohorts(&self) -> Result<Vec<CohortDescription>, StoreError> {

@@ -44,13 +44,7 @@ impl SortedMembers {
     }
 
     fn get(&self, index: usize) -> &str {
-        let start = index
-            .checked_sub(1)
-            .and_then(|i| self.ends.get(i))
-            .copied()
-            .unwrap_or(0);
-        let end = self.ends.get(index).copied().unwrap_or(start);
-        self.bytes.get(start..end).unwrap_or_default()
+        id_at(&self.bytes, &self.ends, index)
     }
 
     /// Whether `member` is one of the members.
@@ -116,13 +110,7 @@ impl SortedMembersBuilder {
     }
 
     fn span(&self, index: usize) -> &str {
-        let start = index
-            .checked_sub(1)
-            .and_then(|i| self.ends.get(i))
-            .copied()
-            .unwrap_or(0);
-        let end = self.ends.get(index).copied().unwrap_or(start);
-        self.bytes.get(start..end).unwrap_or_default()
+        id_at(&self.bytes, &self.ends, index)
     }
 
     /// The ids sorted and de-duplicated.
@@ -138,6 +126,17 @@ impl SortedMembersBuilder {
         }
         SortedMembers { bytes, ends }
     }
+}
+
+/// The `index`th id of a buffer of ids with their end offsets (empty when out of range).
+fn id_at<'a>(bytes: &'a str, ends: &[usize], index: usize) -> &'a str {
+    let start = index
+        .checked_sub(1)
+        .and_then(|i| ends.get(i))
+        .copied()
+        .unwrap_or(0);
+    let end = ends.get(index).copied().unwrap_or(start);
+    bytes.get(start..end).unwrap_or_default()
 }
 
 #[cfg(test)]

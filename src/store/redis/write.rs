@@ -74,7 +74,7 @@ impl RedisCohortWriter {
             pipes.finish().await?;
         }
         let staged_ms = self.began.elapsed().as_millis();
-        let previous = stored_cohort(&self.inner, &self.cohort_id).await?;
+        let previous = self.inner.cohort_description(&self.cohort_id).await?;
         if let Some(stored) = previous
             .as_ref()
             .filter(|p| p.last_modified >= version.last_modified)
@@ -357,17 +357,6 @@ async fn not_in(inner: &Inner, key: &str, page: Vec<String>) -> Result<Vec<Strin
         .zip(present)
         .filter_map(|(member, present)| (!present).then_some(member))
         .collect())
-}
-
-/// The stored description of `cohort_id`.
-async fn stored_cohort(
-    inner: &Inner,
-    cohort_id: &str,
-) -> Result<Option<CohortDescription>, StoreError> {
-    let key = inner.keys.cohort_description(cohort_id);
-    let json: Option<String> = inner.query(redis::cmd("GET").arg(&key)).await?;
-    json.map(|json| inner.description_from(&key, &json))
-        .transpose()
 }
 
 /// Undoes what an unfinished write (its pending marker) may have done to the membership
