@@ -614,10 +614,12 @@ impl Inner {
     }
 
     /// Streams a set page by page (`SSCAN`) into pipelined `SADD`/`SREM` of `cohort_id` in
-    /// each member's membership set; the next page is read while pipelines are in flight.
+    /// each member's membership set, skipping the members of the set `except` (one
+    /// `SMISMEMBER` per page); the next page is read while pipelines are in flight.
     async fn index_members(
         self: &Arc<Self>,
         set: &str,
+        except: Option<&str>,
         group_type: &str,
         cohort_id: &str,
         add: bool,
@@ -625,7 +627,10 @@ impl Inner {
         let mut pipes = Pipelines::new(self);
         let mut cursor = 0;
         loop {
-            let (next, page) = self.scan_page::<String>("SSCAN", set, cursor).await?;
+            let (next, mut page) = self.scan_page::<String>("SSCAN", set, cursor).await?;
+            if let Some(except) = except {
+                page = self.not_in(except, page).await?;
+            }
             for chunk in page.chunks(self.batch) {
                 pipes
                     .send(self.index_pipe(chunk, group_type, cohort_id, add))
@@ -636,6 +641,21 @@ impl Inner {
             }
             cursor = next;
         }
+    }
+
+    /// The members of `page` that are not in the set `key` (one `SMISMEMBER`).
+    async fn not_in(&self, key: &str, page: Vec<String>) -> Result<Vec<String>, StoreError> {
+        if page.is_empty() {
+            return Ok(page);
+        }
+        let present: Vec<bool> = self
+            .query(redis::cmd("SMISMEMBER").arg(key).arg(&page))
+            .await?;
+        Ok(page
+            .into_iter()
+            .zip(present)
+            .filter_map(|(member, present)| (!present).then_some(member))
+            .collect())
     }
 
     /// The stored description of `cohort_id` (the write path, the mirror and `get_cohort`).
@@ -1212,7 +1232,7 @@ impl Store for RedisStore {
         if let (Some(previous), 1) = (&previous, moved) {
             let cleaned = self
                 .inner
-                .index_members(&removing, &previous.group_type, cohort_id, false)
+                .index_members(&removing, None, &previous.group_type, cohort_id, false)
                 .await;
             self.inner.memberships.clear();
             cleaned?;

@@ -138,10 +138,15 @@ impl RedisCohortWriter {
             match previous {
                 Some(previous) if !same_type => {
                     inner
-                        .index_members(&current, &previous.group_type, id, false)
+                        .index_members(&current, None, &previous.group_type, id, false)
                         .await
                 }
-                Some(_) if stored_size > 0 => self.unindex_unstaged(&current, &group_type).await,
+                // The stored members that were not staged leave the index.
+                Some(_) if stored_size > 0 => {
+                    inner
+                        .index_members(&current, Some(&self.staged), &group_type, id, false)
+                        .await
+                }
                 _ => Ok(()),
             }
         };
@@ -238,7 +243,7 @@ impl RedisCohortWriter {
             }
             read += page.len() as u64;
             let new = if compare {
-                not_in(inner, current, page).await?
+                inner.not_in(current, page).await?
             } else {
                 page
             };
@@ -255,28 +260,6 @@ impl RedisCohortWriter {
         }
         pipes.finish().await?;
         Ok((read, added))
-    }
-
-    /// Step 3 for an unchanged group type: removes the cohort from the membership sets of the
-    /// stored members that were not staged.
-    async fn unindex_unstaged(&self, current: &str, group_type: &str) -> Result<(), StoreError> {
-        let inner = &self.inner;
-        let mut pipes = Pipelines::new(inner);
-        let mut cursor = 0;
-        loop {
-            let (next, page) = inner.scan_page::<String>("SSCAN", current, cursor).await?;
-            let gone = not_in(inner, &self.staged, page).await?;
-            for chunk in gone.chunks(inner.batch) {
-                pipes
-                    .send(inner.index_pipe(chunk, group_type, &self.cohort_id, false))
-                    .await?;
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        pipes.finish().await
     }
 }
 
@@ -344,21 +327,6 @@ impl Drop for RedisCohortWriter {
     }
 }
 
-/// The members of `page` that are not in the set `key` (one `SMISMEMBER`).
-async fn not_in(inner: &Inner, key: &str, page: Vec<String>) -> Result<Vec<String>, StoreError> {
-    if page.is_empty() {
-        return Ok(page);
-    }
-    let present: Vec<bool> = inner
-        .query(redis::cmd("SMISMEMBER").arg(key).arg(&page))
-        .await?;
-    Ok(page
-        .into_iter()
-        .zip(present)
-        .filter_map(|(member, present)| (!present).then_some(member))
-        .collect())
-}
-
 /// Undoes what an unfinished write (its pending marker) may have done to the membership
 /// index: removes the cohort from the sets of the members it staged, except members of the
 /// stored version, then re-adds every stored member (a removal may have been half done).
@@ -384,29 +352,18 @@ pub(super) async fn repair(
     let staged = keys.cohort_temp(cohort_id, "staged", &pending.token);
     let current = keys.cohort_members(cohort_id);
     let keep = stored.is_some_and(|s| s.group_type == pending.group_type);
-    let mut pipes = Pipelines::new(inner);
-    let mut cursor = 0;
-    loop {
-        let (next, page) = inner.scan_page::<String>("SSCAN", &staged, cursor).await?;
-        let added = if keep {
-            not_in(inner, &current, page).await?
-        } else {
-            page
-        };
-        for chunk in added.chunks(inner.batch) {
-            pipes
-                .send(inner.index_pipe(chunk, &pending.group_type, cohort_id, false))
-                .await?;
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    pipes.finish().await?;
+    inner
+        .index_members(
+            &staged,
+            keep.then_some(current.as_str()),
+            &pending.group_type,
+            cohort_id,
+            false,
+        )
+        .await?;
     if let Some(stored) = stored {
         inner
-            .index_members(&current, &stored.group_type, cohort_id, true)
+            .index_members(&current, None, &stored.group_type, cohort_id, true)
             .await?;
     }
     // UNLINK: the staged set may hold millions of members; free it off Redis' main thread.
