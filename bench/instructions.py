@@ -27,46 +27,67 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (bench/run.py: endpoints, paths)
 
 
-def measure(cmd, cwd, env, endpoint, n):
-    user = (run.WORKLOADS_DIR / "user.json").read_bytes()
-    method, path, headers, with_body = run.endpoints(base64.b64encode(user).decode())[endpoint]
-    hdrs = dict(h.split(": ", 1) for h in headers)
-    body = user if with_body else None
+def under_callgrind(cmd, cwd, env, ready, exercise):
+    """Runs a server under callgrind and returns (total instructions of the dump, dump path).
+
+    Waits until `ready(conn)` (one request on a keep-alive connection to the proxy port) returns
+    True, then calls `exercise(conn, control)`, where `control("-z")` zeroes the counters and
+    `control("-d")` dumps them; the dump is read after the server has stopped."""
     out = Path(tempfile.mkdtemp()) / "cg.out"
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + cmd,
                             cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+    def control(flag):
+        subprocess.run(["callgrind_control", flag, str(proc.pid)], capture_output=True,
+                       check=True)
+
     try:
         conn = None
-        for _ in range(600):
+        for _ in range(1200):
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", run.PROXY_PORT, timeout=30)
-                conn.request(method, path, body=body, headers=hdrs)
-                response = conn.getresponse()
-                response.read()
-                if response.status == 200:
+                conn = http.client.HTTPConnection("127.0.0.1", run.PROXY_PORT, timeout=60)
+                if ready(conn):
                     break
             except OSError:
                 time.sleep(0.1)
-
-        def send(k):
-            for _ in range(k):
-                conn.request(method, path, body=body, headers=hdrs)
-                response = conn.getresponse()
-                response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"status {response.status}")
-
-        send(200)
-        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
-        send(n)
-        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
+        exercise(conn, control)
         time.sleep(0.5)
     finally:
         proc.terminate()
         proc.wait()
     dump = sorted(glob.glob(f"{out}.*"))[0]
-    total = int(re.search(r"^summary: (\d+)", Path(dump).read_text(), re.M).group(1))
+    return int(re.search(r"^summary: (\d+)", Path(dump).read_text(), re.M).group(1)), dump
+
+
+def request(conn, method, path, body, headers):
+    """One request on `conn`; returns the status (the body is read and dropped)."""
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    response.read()
+    return response.status
+
+
+def measure(cmd, cwd, env, endpoint, n):
+    user = (run.WORKLOADS_DIR / "user.json").read_bytes()
+    method, path, headers, with_body = run.endpoints(base64.b64encode(user).decode())[endpoint]
+    hdrs = dict(h.split(": ", 1) for h in headers)
+    body = user if with_body else None
+
+    def send(conn, k):
+        for _ in range(k):
+            status = request(conn, method, path, body, hdrs)
+            if status != 200:
+                raise RuntimeError(f"status {status}")
+
+    def exercise(conn, control):
+        send(conn, 200)
+        control("-z")
+        send(conn, n)
+        control("-d")
+
+    total, dump = under_callgrind(
+        cmd, cwd, env, lambda conn: request(conn, method, path, body, hdrs) == 200, exercise)
     return total // n, dump
 
 

@@ -17,19 +17,15 @@ tracking costs per request. The sink (Python) is not under callgrind: its CPU is
 
   bench/tracking_instructions.py [N]       (default N = 2000; BENCH_PROXY_BIN picks the binary)
 """
-import glob
-import http.client
 import json
 import os
-import re
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import modes  # noqa: E402  (the sink, the configs, the user JSON split around its id)
+import instructions  # noqa: E402  (callgrind around a server)
 import run  # noqa: E402
 
 
@@ -44,53 +40,36 @@ def config(mode, flags, sink_port):
 def measure(mode, path_kind, flags, sink, n):
     prefix, suffix = modes.user_parts()
     headers = {"Authorization": f"Api-Key {run.KEY}", "Content-Type": "application/json"}
-    out = Path(tempfile.mkdtemp()) / "cg.out"
     env = dict(os.environ, AMPLITUDE_PORT=str(run.PROXY_PORT),
                AMPLITUDE_METRICS_PORT=str(run.METRICS_PORT), AMPLITUDE_LOG_LEVEL="warn")
     run.ensure_free(run.PROXY_PORT)
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                             str(run.PROXY), "--config", str(config(mode, flags, sink.port))],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        conn = None
-        for _ in range(1200):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", run.PROXY_PORT, timeout=60)
-                conn.request("GET", "/readyz")
-                response = conn.getresponse()
-                response.read()
-                if response.status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+    cmd = [str(run.PROXY), "--config", str(config(mode, flags, sink.port))]
+    counts = {}
 
-        def send(ids):
-            for user_id in ids:
-                conn.request("POST", "/sdk/v2/vardata", body=(prefix + user_id + suffix).encode(),
-                             headers=headers)
-                response = conn.getresponse()
-                response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"status {response.status}")
+    def send(conn, ids):
+        for user_id in ids:
+            status = instructions.request(conn, "POST", "/sdk/v2/vardata",
+                                          (prefix + user_id + suffix).encode(), headers)
+            if status != 200:
+                raise RuntimeError(f"status {status}")
 
+    def exercise(conn, control):
         # 12-character ids (the split user JSON is 3-byte aligned around them).
         warm = [f"w{i:011d}" for i in range(n)]
-        send(warm)
+        send(conn, warm)
         time.sleep(2)
-        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
-        posts0, events0 = sink.counts()
-        send(warm if path_kind == "hit" else [f"m{i:011d}" for i in range(n)])
+        control("-z")
+        before = sink.counts()
+        send(conn, warm if path_kind == "hit" else [f"m{i:011d}" for i in range(n)])
         time.sleep(3)
-        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
-        posts, events = (c - c0 for c, c0 in zip(sink.counts(), (posts0, events0)))
-        time.sleep(0.5)
-    finally:
-        proc.terminate()
-        proc.wait()
-    dump = sorted(glob.glob(f"{out}.*"))[0]
-    total = int(re.search(r"^summary: (\d+)", Path(dump).read_text(), re.M).group(1))
+        control("-d")
+        counts["posts"], counts["events"] = (c - c0 for c, c0 in zip(sink.counts(), before))
+
+    total, dump = instructions.under_callgrind(
+        cmd, None, env,
+        lambda conn: instructions.request(conn, "GET", "/readyz", None, {}) == 200, exercise)
     return {"mode": mode, "path": path_kind, "instructions_per_request": total // n,
-            "sink_posts": posts, "sink_events": events, "dump": dump}
+            "sink_posts": counts["posts"], "sink_events": counts["events"], "dump": dump}
 
 
 def main():
