@@ -94,6 +94,21 @@ fn basic(api: &str, secret: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{api}:{secret}")))
 }
 
+/// `GET /sdk/v1/cohort/{id}` with the Basic keys `api:secret`, sent.
+async fn get_cohort(app: &TestApp, id: &str, api: &str, secret: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(&format!("/sdk/v1/cohort/{id}")))
+        .header("Authorization", basic(api, secret))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The JSON body of `GET /sdk/v1/cohort/{id}` with the configured project's keys.
+async fn cohort_body(app: &TestApp, id: &str) -> Value {
+    get_cohort(app, id, API, SECRET).await.json().await.unwrap()
+}
+
 async fn memberships(app: &TestApp, group_type: &str, name: &str) -> Value {
     let path = format!(
         "/sdk/v2/memberships/{}/{name}",
@@ -171,16 +186,7 @@ async fn sync_and_targeting(redis: Option<&RedisServer>) {
     eventually_user_variant(&app, "u4", "on").await;
     assert_eq!(user_variant(&app, "u2").await, "off");
     assert_eq!(user_variant(&app, "u1").await, "on");
-    let blob: Value = app
-        .client
-        .get(app.url("/sdk/v1/cohort/cu"))
-        .header("Authorization", basic(API, SECRET))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blob: Value = cohort_body(&app, "cu").await;
     assert_eq!(
         blob,
         json!({"cohortId": "cu", "groupType": "User", "lastModified": 200, "size": 2, "memberIds": ["u1", "u4"]})
@@ -208,14 +214,7 @@ async fn sync_and_targeting(redis: Option<&RedisServer>) {
     // No flag targets `cu` any more: it is removed.
     fake.set_flags(KEY, &flags(None, Some("cg")));
     eventually(WAIT, || async {
-        app.client
-            .get(app.url("/sdk/v1/cohort/cu"))
-            .header("Authorization", basic(API, SECRET))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 404
+        get_cohort(&app, "cu", API, SECRET).await.status() == 404
     })
     .await;
     app.stop().await;
@@ -435,16 +434,7 @@ async fn duplicates_across_chunks(redis: Option<&RedisServer>) {
         .unwrap_or_default();
     let app = TestApp::spawn(&config(&fake, &redis_yaml), &[]).await;
     app.wait_ready().await;
-    let blob: Value = app
-        .client
-        .get(app.url("/sdk/v1/cohort/cu"))
-        .header("Authorization", basic(API, SECRET))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let blob: Value = cohort_body(&app, "cu").await;
     assert_eq!(blob["size"], 20_000);
     let mut served: Vec<&str> = blob["memberIds"]
         .as_array()
@@ -628,13 +618,7 @@ async fn with_several_projects_the_keys_the_cohort_api_accepts_are_used() {
         auths,
         [basic("other-api", "other-secret"), basic(API, SECRET)]
     );
-    let response = app
-        .client
-        .get(app.url("/sdk/v1/cohort/cu"))
-        .header("Authorization", basic("other-api", "other-secret"))
-        .send()
-        .await
-        .unwrap();
+    let response = get_cohort(&app, "cu", "other-api", "other-secret").await;
     assert_eq!(
         response.status(),
         200,
