@@ -60,6 +60,25 @@ fn members(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// Writes a cohort version with `names` as its members (its size is their count) and an
+/// empty blob, and expects it to be stored.
+async fn put<S: Store + ?Sized>(
+    store: &S,
+    id: &str,
+    group_type: &str,
+    last_modified: i64,
+    names: &[&str],
+) {
+    store
+        .put_cohort(
+            &cohort(id, group_type, names.len() as u64, last_modified),
+            &members(names),
+            Bytes::new(),
+        )
+        .await
+        .unwrap();
+}
+
 const SECOND: Duration = Duration::from_secs(1);
 
 /// A [`BlobBuilder`] that records what the store fed it; its blob is `<n> members`.
@@ -357,14 +376,7 @@ mod contract {
     }
 
     pub async fn cohort_diff_updates_the_index(store: &dyn Store) {
-        store
-            .put_cohort(
-                &cohort("c", "User", 3, 1),
-                &members(&["a", "b", "c"]),
-                Bytes::new(),
-            )
-            .await
-            .unwrap();
+        put(store, "c", "User", 1, &["a", "b", "c"]).await;
         let next_version = cohort("c", "User", 3, 2);
         let written = store
             .put_cohort(
@@ -403,14 +415,7 @@ mod contract {
     }
 
     pub async fn cohort_becoming_empty_clears_its_index_entries(store: &dyn Store) {
-        store
-            .put_cohort(
-                &cohort("c", "User", 2, 1),
-                &members(&["a", "b"]),
-                Bytes::new(),
-            )
-            .await
-            .unwrap();
+        put(store, "c", "User", 1, &["a", "b"]).await;
         let empty = cohort("c", "User", 0, 2);
         let written = store
             .put_cohort(&empty, &[], Bytes::from_static(b"empty"))
@@ -438,10 +443,7 @@ mod contract {
             (empty, Bytes::from_static(b"empty"))
         );
         // And back from empty.
-        store
-            .put_cohort(&cohort("c", "User", 1, 3), &members(&["b"]), Bytes::new())
-            .await
-            .unwrap();
+        put(store, "c", "User", 3, &["b"]).await;
         assert_eq!(
             store.get_memberships("User", "b").await.unwrap(),
             members(&["c"])
@@ -449,14 +451,7 @@ mod contract {
     }
 
     pub async fn cohort_group_type_change_moves_index_entries(store: &dyn Store) {
-        store
-            .put_cohort(
-                &cohort("c", "User", 2, 1),
-                &members(&["a", "b"]),
-                Bytes::new(),
-            )
-            .await
-            .unwrap();
+        put(store, "c", "User", 1, &["a", "b"]).await;
         let written = store
             .put_cohort(
                 &cohort("c", "org name", 2, 2),
@@ -519,18 +514,8 @@ mod contract {
     }
 
     pub async fn removed_cohort_leaves_nothing_behind(store: &dyn Store) {
-        store
-            .put_cohort(
-                &cohort("c", "User", 2, 1),
-                &members(&["a", "b"]),
-                Bytes::new(),
-            )
-            .await
-            .unwrap();
-        store
-            .put_cohort(&cohort("k", "User", 1, 1), &members(&["a"]), Bytes::new())
-            .await
-            .unwrap();
+        put(store, "c", "User", 1, &["a", "b"]).await;
+        put(store, "k", "User", 1, &["a"]).await;
         store.remove_cohort("c").await.unwrap();
         store.remove_cohort("c").await.unwrap();
         assert_eq!(store.get_cohort("c").await.unwrap(), None);
@@ -549,10 +534,7 @@ mod contract {
             vec![cohort("k", "User", 1, 1)]
         );
         // A removed cohort can come back at any version.
-        store
-            .put_cohort(&cohort("c", "User", 1, 1), &members(&["b"]), Bytes::new())
-            .await
-            .unwrap();
+        put(store, "c", "User", 1, &["b"]).await;
         assert_eq!(
             store.get_memberships("User", "b").await.unwrap(),
             members(&["c"])
@@ -720,14 +702,8 @@ mod contract {
 
     pub async fn cohort_changes_are_signalled(store: &dyn Store) {
         let mut changes = store.subscribe_cohorts();
-        store
-            .put_cohort(&cohort("c", "User", 1, 7), &members(&["a"]), Bytes::new())
-            .await
-            .unwrap();
-        store
-            .put_cohort(&cohort("c", "User", 1, 7), &members(&["a"]), Bytes::new())
-            .await
-            .unwrap();
+        put(store, "c", "User", 7, &["a"]).await;
+        put(store, "c", "User", 7, &["a"]).await;
         store.remove_cohort("c").await.unwrap();
         let updated = CohortChange::Updated {
             cohort_id: "c".into(),
@@ -757,14 +733,8 @@ mod contract {
             store.get_flags("a:b").await.unwrap().unwrap().json,
             Bytes::from_static(b"[1]")
         );
-        store
-            .put_cohort(&cohort("{x}", "a:b", 1, 1), &members(&["c"]), Bytes::new())
-            .await
-            .unwrap();
-        store
-            .put_cohort(&cohort("y", "a", 1, 1), &members(&["b:c"]), Bytes::new())
-            .await
-            .unwrap();
+        put(store, "{x}", "a:b", 1, &["c"]).await;
+        put(store, "y", "a", 1, &["b:c"]).await;
         assert_eq!(
             store.get_memberships("a:b", "c").await.unwrap(),
             members(&["{x}"])
@@ -968,10 +938,7 @@ mod redis_only {
                 deployment: "d".into()
             }
         );
-        writer
-            .put_cohort(&cohort("c", "User", 1, 3), &members(&["a"]), Bytes::new())
-            .await
-            .unwrap();
+        put(&writer, "c", "User", 3, &["a"]).await;
         let updated = CohortChange::Updated {
             cohort_id: "c".into(),
             last_modified: 3,
@@ -1023,10 +990,7 @@ mod redis_only {
         let writer = redis_store(&server).await;
         let follower = redis_store(&server).await;
         let mut conn = raw(&server).await;
-        writer
-            .put_cohort(&cohort("c", "User", 1, 1), &members(&["a"]), Bytes::new())
-            .await
-            .unwrap();
+        put(&writer, "c", "User", 1, &["a"]).await;
         within_a_second(&follower, "a", &["c"]).await;
         within_a_second(&follower, "b", &[]).await;
         // Answered from the follower's cache: Redis sees no more lookups.
@@ -1041,10 +1005,7 @@ mod redis_only {
         }
         assert_eq!(smembers_calls(&mut conn).await, before);
 
-        writer
-            .put_cohort(&cohort("c", "User", 1, 2), &members(&["b"]), Bytes::new())
-            .await
-            .unwrap();
+        put(&writer, "c", "User", 2, &["b"]).await;
         within_a_second(&follower, "a", &[]).await;
         within_a_second(&follower, "b", &["c"]).await;
         // The writer reads its own write at once.
@@ -1081,14 +1042,7 @@ mod redis_only {
         let follower = redis_store(&server).await;
         let mut conn = raw(&server).await;
         mirror_within_a_second(&follower).await;
-        writer
-            .put_cohort(
-                &cohort("c", "User", 2, 1),
-                &members(&["a", "b"]),
-                Bytes::new(),
-            )
-            .await
-            .unwrap();
+        put(&writer, "c", "User", 1, &["a", "b"]).await;
         within_a_second(&follower, "a", &["c"]).await;
         mirror_within_a_second(&follower).await;
         // Every lookup from here on is of a user not looked up before on this replica (no
@@ -1100,18 +1054,8 @@ mod redis_only {
         assert_eq!(smembers_calls(&mut conn).await, before);
 
         // A new version with another group type, and an empty cohort.
-        writer
-            .put_cohort(
-                &cohort("c", "org", 2, 2),
-                &members(&["b", "d"]),
-                Bytes::new(),
-            )
-            .await
-            .unwrap();
-        writer
-            .put_cohort(&cohort("empty", "org", 0, 1), &[], Bytes::new())
-            .await
-            .unwrap();
+        put(&writer, "c", "org", 2, &["b", "d"]).await;
+        put(&writer, "empty", "org", 1, &[]).await;
         within_a_second(&follower, "b", &[]).await;
         mirror_within_a_second(&follower).await;
         let before = smembers_calls(&mut conn).await;
@@ -1166,14 +1110,7 @@ mod redis_only {
             .put_cohort(&cohort("big", "User", 3000, 1), &big, Bytes::new())
             .await
             .unwrap();
-        writer
-            .put_cohort(
-                &cohort("small", "User", 1, 1),
-                &members(&["u7"]),
-                Bytes::new(),
-            )
-            .await
-            .unwrap();
+        put(&writer, "small", "User", 1, &["u7"]).await;
         for _ in 0..2 {
             next(&mut signals, SECOND).await;
         }
@@ -1219,10 +1156,7 @@ mod redis_only {
     async fn the_mirror_is_not_trusted_while_change_signals_are_lost() {
         let mut server = RedisServer::start();
         let store = redis_store(&server).await;
-        store
-            .put_cohort(&cohort("c", "User", 1, 1), &members(&["a"]), Bytes::new())
-            .await
-            .unwrap();
+        put(&store, "c", "User", 1, &["a"]).await;
         mirror_within_a_second(&store).await;
         server.stop();
         let started = std::time::Instant::now();
@@ -1352,14 +1286,7 @@ mod redis_only {
     async fn the_next_write_repairs_a_half_done_one() {
         let server = RedisServer::start();
         let store = redis_store(&server).await;
-        store
-            .put_cohort(
-                &cohort("c1", "User", 2, 1),
-                &members(&["a", "b"]),
-                Bytes::new(),
-            )
-            .await
-            .unwrap();
+        put(&store, "c1", "User", 1, &["a", "b"]).await;
         let mut conn = raw(&server).await;
         half_written(&mut conn).await;
         let written = store
@@ -1404,14 +1331,7 @@ mod redis_only {
     async fn removal_repairs_a_half_done_write() {
         let server = RedisServer::start();
         let store = redis_store(&server).await;
-        store
-            .put_cohort(
-                &cohort("c1", "User", 2, 1),
-                &members(&["a", "b"]),
-                Bytes::new(),
-            )
-            .await
-            .unwrap();
+        put(&store, "c1", "User", 1, &["a", "b"]).await;
         let mut conn = raw(&server).await;
         half_written(&mut conn).await;
         store.remove_cohort("c1").await.unwrap();
@@ -1443,10 +1363,7 @@ mod redis_only {
     async fn abandoned_and_stale_writes_leave_no_staged_sets() {
         let server = RedisServer::start();
         let store = redis_store(&server).await;
-        store
-            .put_cohort(&cohort("c1", "User", 1, 5), &members(&["a"]), Bytes::new())
-            .await
-            .unwrap();
+        put(&store, "c1", "User", 5, &["a"]).await;
         let mut writer = store.begin_cohort("c1").await.unwrap();
         writer.add(members(&["b", "c"])).await.unwrap();
         let mut conn = raw(&server).await;
@@ -1857,9 +1774,7 @@ mod redis_only {
         let a = RedisStore::connect(&settings(&server, "a")).await.unwrap();
         let b = RedisStore::connect(&settings(&server, "b")).await.unwrap();
         a.put_flags("d", Bytes::from_static(b"[1]")).await.unwrap();
-        a.put_cohort(&cohort("c", "User", 1, 1), &members(&["u"]), Bytes::new())
-            .await
-            .unwrap();
+        put(&a, "c", "User", 1, &["u"]).await;
         a.claim(&["k".to_owned()], SECOND * 60).await.unwrap();
         a.try_acquire("l", "t", SECOND * 60).await.unwrap();
         assert_eq!(b.get_flags("d").await.unwrap(), None);
